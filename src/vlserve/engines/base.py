@@ -1,0 +1,122 @@
+"""The Engine protocol and the engine-neutral request/response records every engine speaks.
+
+An engine owns one loaded model. The serving layer turns API requests into `GenerateRequest`s (images already
+decoded to PIL, sampling already validated) and consumes the `Delta` stream an engine yields.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from PIL.Image import Image
+
+    from vlserve.registry import ResolvedSpec
+
+Role = Literal["system", "user", "assistant"]
+FinishReason = Literal["stop", "length", "abort", "error"]
+
+
+@dataclass(frozen=True)
+class TextPart:
+    text: str
+
+
+@dataclass(frozen=True)
+class ImagePart:
+    image: Image
+    max_tiles: int | None = None  # None: the model's default (12 for InternVL2.5); 1 for OpenAI detail "low"
+
+
+@dataclass(frozen=True)
+class VideoPart:
+    frames: tuple[Image, ...]  # already sampled; one tile each
+
+
+Part = TextPart | ImagePart | VideoPart
+
+
+@dataclass(frozen=True)
+class ChatMessage:
+    role: Role
+    content: tuple[Part, ...]
+
+    @classmethod
+    def text(cls, role: Role, text: str) -> ChatMessage:
+        return cls(role, (TextPart(text),))
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    max_tokens: int = 512
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = -1  # -1: off
+    repetition_penalty: float = 1.0
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+    n: int = 1
+    ignore_eos: bool = False  # benchmarks: fixed output length
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0.0 or self.top_k == 1
+
+
+@dataclass(frozen=True)
+class GenerateRequest:
+    request_id: str
+    messages: tuple[ChatMessage, ...]
+    sampling: SamplingParams = field(default_factory=SamplingParams)
+
+
+@dataclass(frozen=True)
+class Delta:
+    """A piece of one choice's output. The last delta of a choice has `finish_reason` set."""
+
+    index: int  # choice index, 0 .. n-1
+    text: str
+    token_ids: tuple[int, ...] = ()
+    finish_reason: FinishReason | None = None
+    prompt_tokens: int = 0  # includes image tokens
+    completion_tokens: int = 0  # cumulative for this choice
+
+
+@dataclass(frozen=True)
+class LoadedModelInfo:
+    """What an engine reports after loading: used by describe/list and by the API's context checks."""
+
+    max_model_len: int
+    device: str
+    dtype: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@runtime_checkable
+class Engine(Protocol):
+    """One loaded model. All methods may be called from the server's event loop."""
+
+    name: str  # "Transformers" or "vLLM"
+
+    async def load(self) -> LoadedModelInfo: ...
+
+    def generate(self, request: GenerateRequest) -> AsyncIterator[Delta]: ...
+
+    async def abort(self, request_id: str) -> None: ...
+
+    async def unload(self) -> None: ...
+
+
+class EngineFactory(Protocol):
+    """What an engine module exposes: a check, and a constructor."""
+
+    name: str
+
+    def supports(self, resolved: ResolvedSpec) -> tuple[bool, str]: ...
+
+    def create(self, resolved: ResolvedSpec, model_dir: Path, options: dict[str, Any]) -> Engine: ...
