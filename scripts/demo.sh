@@ -17,9 +17,23 @@ export VLSERVE_ENDPOINT="http://127.0.0.1:$port"
 
 vlserve serve --port "$port" --log-level warning > "$work/server.log" 2>&1 &
 server=$!
-cleanup() { kill "$server" 2>/dev/null || true; wait "$server" 2>/dev/null || true; rm -rf "$work"; }
+cleanup() {
+  rc=$?
+  kill "$server" 2>/dev/null || true; wait "$server" 2>/dev/null || true
+  [ "$rc" -eq 0 ] || { echo "--- server log ---" >&2; tail -n 40 "$work/server.log" >&2; }
+  rm -rf "$work"
+}
 trap cleanup EXIT
-for _ in $(seq 120); do curl -sf "$VLSERVE_ENDPOINT/health" >/dev/null && break; sleep 0.5; done
+python - <<PY
+import time, urllib.request
+for _ in range(240):
+    try:
+        urllib.request.urlopen("$VLSERVE_ENDPOINT/health", timeout=1); break
+    except OSError:
+        time.sleep(0.5)
+else:
+    raise SystemExit("server did not start")
+PY
 
 extra=()
 if [ "${DEMO_REAL:-0}" != 1 ]; then
