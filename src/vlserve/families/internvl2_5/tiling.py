@@ -10,8 +10,9 @@ Pixel-equal to InternVL's published `load_image` (`dynamic_preprocess` + `build_
 - ToTensor (/255) then ImageNet mean/std, in float32. InternVL's extra `Resize((448, 448))` in `build_transform`
   is a no-op: every tile and the thumbnail are already 448x448 (PIL returns a copy for a same-size resize).
 
-Fast path: one resize per grid plus one for the thumbnail (in a worker thread, overlapped), tiles as numpy views, normalisation as a 256-entry
-float32 lookup table per channel computed with the reference's own float32 operations, so values are bit-equal.
+Fast path: one resize per grid plus one for the thumbnail (overlapped in a worker thread), tiles as numpy views,
+normalisation as a 256-entry float32 lookup table per channel computed with the reference's own float32
+operations, so values are bit-equal.
 
 transformers' `GotOcr2ImageProcessorPil(crop_to_patches=True)` implements the same rule; it orders equal-area
 grids by width instead of by InternVL's set order, which only matters when two equal-area grids tie for the
