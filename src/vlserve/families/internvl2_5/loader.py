@@ -1,0 +1,83 @@
+"""What the Transformers engine asks of the InternVL2.5 family: load the model and tokenizer, turn a conversation
+into (token ids, pixel values), and say when to stop. The engine imports this module by the family's name and never
+looks inside the model beyond transformers' generic VLM layout.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from vlserve.families.internvl2_5 import convert
+
+if TYPE_CHECKING:
+    import torch
+
+    from vlserve.engines.base import ChatMessage
+
+
+@dataclass(frozen=True)
+class EncodedPrompt:
+    input_ids: list[int]  # image context tokens included
+    pixel_values: torch.Tensor | None  # float32 [tiles, 3, 448, 448]
+    image_tokens: int
+
+
+def load_model(model_dir: Path, *, dtype: torch.dtype, device_for: Callable[[str], Any] | None = None,
+               device_map: Any = None):  # fmt: skip
+    """transformers' InternVLForConditionalGeneration with the checkpoint's weights (either format)."""
+    return convert.load_model(Path(model_dir), dtype=dtype, device_for=device_for, device_map=device_map)
+
+
+def empty_model(model_dir: Path, dtype: torch.dtype):
+    """The model on the meta device (for planning a multi-GPU split before loading)."""
+    raw = convert.read_config(model_dir)
+    if convert.is_original_format(raw):
+        return convert.build_empty(convert.translate_config(raw, convert.image_token_id(model_dir)), dtype)
+    from accelerate import init_empty_weights
+    from transformers import AutoConfig, InternVLForConditionalGeneration
+
+    with init_empty_weights(include_buffers=False):
+        return InternVLForConditionalGeneration(AutoConfig.from_pretrained(str(model_dir)))
+
+
+def awq_group_size(model_dir: Path) -> int | None:
+    """AWQ group size when the checkpoint is AWQ (the engine may pick a GPU kernel path), else None."""
+    quant = convert.awq_config(convert.read_config(model_dir))
+    return int(quant.get("group_size", 128)) if quant else None
+
+
+def load_tokenizer(model_dir: Path):
+    from vlserve.families.internvl2_5.tokenizer import load_tokenizer as _load
+
+    return _load(Path(model_dir))
+
+
+def encode(tokenizer: Any, messages: Sequence[ChatMessage]) -> EncodedPrompt:
+    """The internvl2_5 prompt with images expanded to 256 context tokens per tile, tokenized, plus pixels."""
+    from vlserve.families.internvl2_5.prompt import NUM_IMAGE_TOKEN, render_conversation
+    from vlserve.families.internvl2_5.tiling import pixel_values
+
+    rendered = render_conversation(messages)
+    pixels = pixel_values(list(rendered.images)) if rendered.images else None
+    counts = rendered.tile_counts()
+    if pixels is not None and sum(counts) != pixels.shape[0]:
+        raise RuntimeError(f"tiling gave {pixels.shape[0]} tiles, the prompt expects {sum(counts)}")
+    text = rendered.expand(counts)
+    ids = tokenizer(text, add_special_tokens=True)["input_ids"]
+    return EncodedPrompt(list(ids), pixels, NUM_IMAGE_TOKEN * sum(counts))
+
+
+def stop_token_ids(model_dir: Path, tokenizer: Any) -> frozenset[int]:
+    """`<|im_end|>` (as a token) plus the checkpoint's eos ids."""
+    from vlserve.families.internvl2_5.prompt import stop_rules
+
+    rules = stop_rules(Path(model_dir))
+    ids = set(rules.token_ids)
+    for text in rules.strings:
+        token = tokenizer.convert_tokens_to_ids(text)
+        if isinstance(token, int) and token != tokenizer.unk_token_id:
+            ids.add(token)
+    return frozenset(ids)
