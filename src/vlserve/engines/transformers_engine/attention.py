@@ -1,0 +1,46 @@
+"""The attention function the engine registers with transformers for the language model.
+
+Decode steps (one query token per sequence, an explicit [B, 1, 1, L] mask from the slot cache) use grouped-query
+attention by reshaping the queries onto their KV heads, so K/V are never repeated per query head (transformers'
+SDPA path copies them `heads/kv_heads` times whenever a mask is given). Everything else (prefill, vision) goes to
+transformers' own SDPA function unchanged.
+"""
+
+from __future__ import annotations
+
+NAME = "vlserve_sdpa"
+_registered = False
+
+
+def register() -> str:
+    global _registered
+    if not _registered:
+        from transformers import AttentionInterface
+
+        AttentionInterface.register(NAME, _attention)
+        _registered = True
+    return NAME
+
+
+def _attention(module, query, key, value, attention_mask, dropout=0.0, scaling=None, is_causal=None, **kwargs):
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    if query.shape[2] != 1 or attention_mask is None or attention_mask.dim() != 4:
+        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
+                                      is_causal=is_causal, **kwargs)  # fmt: skip
+    return _decode_gqa(query, key, value, attention_mask, scaling), None
+
+
+def _decode_gqa(query, key, value, mask, scaling):
+    """query [B, H, 1, D], key/value [B, Hkv, L, D], bool mask [B, 1, 1, L] -> output [B, 1, H, D]."""
+    import torch
+
+    batch, heads, _, dim = query.shape
+    kv_heads = key.shape[1]
+    q = query.reshape(batch, kv_heads, heads // kv_heads, dim)
+    scale = scaling if scaling is not None else dim**-0.5
+    scores = torch.matmul(q, key.transpose(-1, -2)).mul_(scale)  # [B, Hkv, G, L]
+    scores = scores.float().masked_fill_(~mask, float("-inf"))  # mask [B,1,1,L] broadcasts over Hkv, G
+    probs = torch.softmax(scores, dim=-1).to(value.dtype)
+    out = torch.matmul(probs, value)  # [B, Hkv, G, D]
+    return out.reshape(batch, heads, 1, dim).transpose(1, 2)

@@ -1,0 +1,162 @@
+"""The Transformers engine: a model-family package loads the model and encodes prompts; this module places the
+model, starts the continuous-batching scheduler, and bridges its thread to asyncio callers."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import importlib
+import logging
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from vlserve.engines.base import Delta, GenerateRequest, LoadedModelInfo
+from vlserve.engines.transformers_engine.options import EngineOptions
+from vlserve.errors import EngineError, InvalidRequest, ModelNotReady
+
+if TYPE_CHECKING:
+    from vlserve.engines.transformers_engine.scheduler import Job, Scheduler
+    from vlserve.registry import ResolvedSpec
+
+log = logging.getLogger(__name__)
+BNB_QUANTIZATIONS = ("8-bit", "4-bit")
+
+
+class TransformersEngine:
+    name = "Transformers"
+
+    def __init__(self, resolved: ResolvedSpec, model_dir: Path, options: EngineOptions) -> None:
+        self.resolved, self.model_dir, self.options = resolved, Path(model_dir), options
+        self.family = importlib.import_module(f"vlserve.families.{resolved.family.model_family}.loader")
+        self.model: Any = None
+        self.tokenizer: Any = None
+        self.scheduler: Scheduler | None = None
+        self.info: LoadedModelInfo | None = None
+        self._prep = ThreadPoolExecutor(max_workers=2, thread_name_prefix="vlserve-prep")
+
+    # ------------------------------------------------------------ lifecycle
+
+    async def load(self) -> LoadedModelInfo:
+        if self.info is None:
+            self.info = await asyncio.to_thread(self._load_sync)
+        return self.info
+
+    def _load_sync(self) -> LoadedModelInfo:
+        import torch
+
+        from vlserve.engines.transformers_engine import placement as pl
+        from vlserve.engines.transformers_engine.attention import register
+        from vlserve.engines.transformers_engine.scheduler import Scheduler
+
+        opts = self.options
+        if opts.num_threads:
+            torch.set_num_threads(opts.num_threads)
+        where = pl.resolve_placement(opts)
+        device_map = pl.split_device_map(self.family.empty_model(self.model_dir, where.dtype), where)
+        model = self.family.load_model(
+            self.model_dir, dtype=where.dtype, device_for=pl.device_for_names(device_map, where.device),
+            device_map=device_map or where.device,
+        )  # fmt: skip
+        model = pl.dispatch(model, device_map)
+        parts = _model_parts(model)
+        if self.resolved.quantization in BNB_QUANTIZATIONS:
+            pl.quantize_bnb(parts.language_model.layers, self.resolved.quantization, where.dtype)
+        model.config.get_text_config()._attn_implementation = register()
+        self.model, self.tokenizer = model, self.family.load_tokenizer(self.model_dir)
+        stop_ids = self.family.stop_token_ids(self.model_dir, self.tokenizer)
+        self.scheduler = Scheduler(parts, _slot_cache(parts, where.dtype, opts), stop_ids, self.tokenizer)
+        self.scheduler.start()
+        return LoadedModelInfo(
+            max_model_len=opts.max_model_len, device=where.device, dtype=where.dtype_name,
+            extra={"quantization": self.resolved.quantization, "max_batch_size": opts.max_batch_size,
+                   "n_gpu": where.n_gpu, "device_map": bool(device_map)},
+        )  # fmt: skip
+
+    async def unload(self) -> None:
+        scheduler, self.scheduler = self.scheduler, None
+        if scheduler is not None:
+            await asyncio.to_thread(scheduler.stop)
+        self.model = self.tokenizer = self.info = None
+        gc.collect()
+        try:
+            import torch
+
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+        except ImportError:  # pragma: no cover
+            pass
+
+    # ------------------------------------------------------------ requests
+
+    async def abort(self, request_id: str) -> None:
+        if self.scheduler is not None:
+            self.scheduler.abort(request_id)
+
+    async def generate(self, request: GenerateRequest) -> AsyncIterator[Delta]:
+        if self.scheduler is None:
+            raise ModelNotReady("the model is not loaded yet (or was unloaded); wait for load() to finish")
+        loop = asyncio.get_running_loop()
+        encoded = await loop.run_in_executor(self._prep, self.family.encode, self.tokenizer, request.messages)
+        queue: asyncio.Queue[Delta | BaseException | None] = asyncio.Queue()
+        job = self._job(request, encoded, _emitter(loop, queue))
+        self.scheduler.submit(job)
+        finished = False
+        try:
+            while True:
+                item = await queue.get()
+                if item is None:
+                    finished = True
+                    return
+                if isinstance(item, BaseException):
+                    finished = True
+                    raise EngineError(f"generation failed for {request.request_id}: {item}") from item
+                yield item
+        finally:
+            if not finished:
+                self.scheduler.abort(request.request_id)
+
+    def _job(self, request: GenerateRequest, encoded, emit) -> Job:
+        from vlserve.engines.transformers_engine.scheduler import Job
+
+        sampling, limit = request.sampling, self.options.max_model_len
+        prompt = len(encoded.input_ids)
+        if prompt >= limit:
+            raise InvalidRequest(f"the prompt has {prompt} tokens (images included) but this model serves at most "
+                                 f"{limit}; send fewer or smaller images or less text", param="messages")  # fmt: skip
+        if not 1 <= sampling.n <= self.options.max_batch_size:
+            raise InvalidRequest(f"n must be between 1 and {self.options.max_batch_size} (max_batch_size)", param="n")
+        if sampling.max_tokens < 1:
+            raise InvalidRequest("max_tokens must be at least 1", param="max_tokens")
+        max_tokens = min(sampling.max_tokens, limit - prompt)
+        return Job(request.request_id, encoded.input_ids, encoded.pixel_values, sampling, max_tokens, emit)
+
+
+def _emitter(loop: asyncio.AbstractEventLoop, queue: asyncio.Queue):
+    def emit(item) -> None:
+        try:
+            loop.call_soon_threadsafe(queue.put_nowait, item)
+        except RuntimeError:  # the caller's loop is gone; nothing to deliver to
+            pass
+
+    return emit
+
+
+def _model_parts(model):
+    from vlserve.engines.transformers_engine.scheduler import ModelParts
+
+    language_model = model.model.language_model
+    embed = model.get_input_embeddings()
+    text = model.config.get_text_config()
+    return ModelParts(model, embed, language_model, model.lm_head, embed.weight.device, text.vocab_size)
+
+
+def _slot_cache(parts, dtype, options: EngineOptions):
+    from vlserve.engines.transformers_engine.kv_cache import SlotKVCache
+
+    text = parts.model.config.get_text_config()
+    head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
+    devices = [next(layer.parameters()).device for layer in parts.language_model.layers]
+    return SlotKVCache(devices, text.num_key_value_heads, head_dim, dtype,
+                       slots=options.max_batch_size, max_len=options.max_model_len)  # fmt: skip

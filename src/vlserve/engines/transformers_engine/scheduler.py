@@ -1,0 +1,244 @@
+"""Continuous batching: one thread owns the model; requests join and leave the running decode batch at any step.
+
+Loop: admit waiting requests while cache slots are free (each is prefilled alone: vision encoder + prompt, its
+K/V copied into its slot(s) — n choices share one prefill), drop aborted sequences, then ONE forward pass
+decodes one token for every active sequence. Results go back to each caller through `emit` (thread-safe).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from vlserve.engines.base import Delta, FinishReason, SamplingParams
+from vlserve.engines.transformers_engine.detok import IncrementalDetokenizer
+from vlserve.engines.transformers_engine.kv_cache import SlotKVCache
+from vlserve.engines.transformers_engine.sampler import SequenceSampler, choose_batch
+
+if TYPE_CHECKING:
+    import torch
+
+log = logging.getLogger(__name__)
+Emit = Callable[[Delta | BaseException | None], None]  # None: the request is complete
+
+
+@dataclass
+class Job:
+    """One request, tokenized: what the scheduler needs to run it."""
+
+    request_id: str
+    prompt_ids: list[int]
+    pixel_values: torch.Tensor | None
+    sampling: SamplingParams
+    max_tokens: int
+    emit: Emit
+    running: int = 0  # choices still decoding
+
+
+@dataclass
+class Sequence:
+    job: Job
+    index: int
+    sampler: SequenceSampler
+    detok: IncrementalDetokenizer
+    next_token: int = -1
+    completion: int = 0
+    finish: FinishReason | None = None
+    pending_text: list[str] = field(default_factory=list)
+    last_ids: tuple[int, ...] = ()  # the finishing token, when it is part of the output
+
+
+@dataclass(frozen=True)
+class ModelParts:
+    """transformers' generic VLM layout: the full model (prefill), and its text stack pieces (decode)."""
+
+    model: Any
+    embed: Any
+    language_model: Any
+    lm_head: Any
+    input_device: torch.device
+    vocab_size: int
+
+
+class Scheduler:
+    def __init__(self, parts: ModelParts, cache: SlotKVCache, stop_ids: frozenset[int], tokenizer: Any) -> None:
+        self.parts, self.cache, self.stop_ids, self.tokenizer = parts, cache, stop_ids, tokenizer
+        self.inbox: queue.Queue[Job | None] = queue.Queue()
+        self.waiting: list[Job] = []
+        self.batch: list[Sequence] = []  # batch[i] lives in cache slot i
+        self._aborts: set[str] = set()
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._run, name="vlserve-transformers-scheduler", daemon=True)
+        self._stopping = False
+        self.steps = 0
+
+    # ------------------------------------------------------------ called from other threads
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def submit(self, job: Job) -> None:
+        self.inbox.put(job)
+
+    def abort(self, request_id: str) -> None:
+        with self._lock:
+            self._aborts.add(request_id)
+        self.inbox.put(None)  # wake the loop if idle
+
+    def stop(self) -> None:
+        self._stopping = True
+        self.inbox.put(None)
+        self._thread.join(timeout=60)
+
+    # ------------------------------------------------------------ the loop
+
+    def _run(self) -> None:
+        import torch
+
+        with torch.inference_mode():
+            while not self._stopping:
+                try:
+                    self._iteration()
+                except Exception as exc:  # noqa: BLE001 - fail the requests in flight, keep serving
+                    log.exception("decode step failed")
+                    self._fail_all(exc)
+        self._fail_all(RuntimeError("the model was unloaded"))
+
+    def _iteration(self) -> None:
+        self._collect(block=not self.batch and not self.waiting)
+        self._apply_aborts()
+        self._admit()
+        if self.batch:
+            self._decode_step()
+
+    def _collect(self, block: bool) -> None:
+        try:
+            item = self.inbox.get(timeout=0.5) if block else self.inbox.get_nowait()
+            while True:
+                if item is not None:
+                    self.waiting.append(item)
+                item = self.inbox.get_nowait()
+        except queue.Empty:
+            return
+
+    def _apply_aborts(self) -> None:
+        with self._lock:
+            aborts, self._aborts = self._aborts, set()
+        if not aborts:
+            return
+        for job in [j for j in self.waiting if j.request_id in aborts]:
+            self.waiting.remove(job)
+            for index in range(job.sampling.n):
+                job.emit(Delta(index, "", finish_reason="abort", prompt_tokens=len(job.prompt_ids)))
+            job.emit(None)
+        for seq in self.batch:
+            if seq.job.request_id in aborts:
+                seq.finish = "abort"
+        self._retire_finished()
+
+    def _admit(self) -> None:
+        while self.waiting and self.cache.active + self.waiting[0].sampling.n <= self.cache.slots:
+            job = self.waiting.pop(0)
+            try:
+                self._prefill(job)
+            except Exception as exc:  # noqa: BLE001 - this request fails, the others go on
+                log.exception("prefill of %s failed", job.request_id)
+                job.emit(exc)
+                job.emit(None)
+
+    # ------------------------------------------------------------ prefill and decode
+
+    def _prefill(self, job: Job) -> None:
+        import torch
+        from transformers import DynamicCache
+
+        p = self.parts
+        ids = torch.tensor([job.prompt_ids], dtype=torch.long, device=p.input_device)
+        kv = DynamicCache(config=p.model.config.get_text_config())
+        pixels = None
+        if job.pixel_values is not None:
+            pixels = job.pixel_values.to(p.input_device, dtype=p.model.dtype)
+        out = p.model(input_ids=ids, pixel_values=pixels, past_key_values=kv, use_cache=True, logits_to_keep=1)
+        logits = out.logits[0, -1].float()
+        layer_kv = [(layer.keys, layer.values) for layer in kv.layers]
+        self.cache.add(layer_kv, copies=job.sampling.n)
+        del kv, out
+        vocab = p.vocab_size
+        for index in range(job.sampling.n):
+            sampler = SequenceSampler.create(job.sampling, job.prompt_ids, vocab, index)
+            seq = Sequence(job, index, sampler, IncrementalDetokenizer(self.tokenizer, job.sampling.stop))
+            self.batch.append(seq)
+            job.running += 1
+            self._accept(seq, sampler.choose(logits.clone()) if not sampler.plain_greedy else int(logits.argmax()))
+        self._retire_finished()
+
+    def _decode_step(self) -> None:
+        import torch
+
+        p = self.parts
+        positions, mask = self.cache.begin_step(p.input_device)
+        ids = torch.tensor([[s.next_token] for s in self.batch], dtype=torch.long, device=p.input_device)
+        hidden = p.language_model(
+            inputs_embeds=p.embed(ids), attention_mask=mask, position_ids=positions,
+            past_key_values=self.cache, use_cache=True,
+        ).last_hidden_state  # fmt: skip
+        self.cache.end_step()
+        logits = p.lm_head(hidden[:, -1]).float()
+        tokens = choose_batch([s.sampler for s in self.batch], logits)
+        self.steps += 1
+        for seq, token in zip(self.batch, tokens, strict=True):
+            self._accept(seq, token)
+        self._retire_finished()
+
+    def _accept(self, seq: Sequence, token: int) -> None:
+        """Account one sampled token: stop token, stop string, length limit, or text to stream."""
+        seq.completion += 1
+        if token in self.stop_ids and not seq.job.sampling.ignore_eos:
+            seq.finish = "stop"
+            seq.pending_text.append(seq.detok.flush())
+            return
+        seq.sampler.record(token)
+        text = seq.detok.add(token)
+        if seq.detok.stopped:
+            seq.finish = "stop"
+        elif seq.completion >= seq.job.max_tokens:
+            seq.finish = "length"
+        seq.next_token = token
+        if seq.finish is None:
+            seq.job.emit(Delta(seq.index, text, (token,), None, len(seq.job.prompt_ids), seq.completion))
+        else:
+            seq.pending_text += [text, seq.detok.flush()]
+            seq.last_ids = (token,)
+
+    def _retire_finished(self) -> None:
+        for slot in range(len(self.batch) - 1, -1, -1):
+            seq = self.batch[slot]
+            if seq.finish is None:
+                continue
+            moved = self.cache.remove(slot)
+            if moved is not None:
+                self.batch[slot] = self.batch[moved]
+            self.batch.pop()
+            self._finish(seq)
+
+    def _finish(self, seq: Sequence) -> None:
+        job = seq.job
+        text = "".join(seq.pending_text)
+        job.emit(Delta(seq.index, text, seq.last_ids, seq.finish, len(job.prompt_ids), seq.completion))
+        job.running -= 1
+        if job.running == 0:
+            job.emit(None)
+
+    def _fail_all(self, exc: BaseException) -> None:
+        jobs = {id(s.job): s.job for s in self.batch} | {id(j): j for j in self.waiting}
+        while self.batch:
+            self.cache.remove(len(self.batch) - 1)
+            self.batch.pop()
+        self.waiting.clear()
+        for job in jobs.values():
+            job.emit(exc)
+            job.emit(None)
