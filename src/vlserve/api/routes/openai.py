@@ -1,0 +1,21 @@
+"""OpenAI chat completions."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends
+
+from vlserve.api.deps import Services, services
+from vlserve.api.sse import sse_response
+from vlserve.serving.protocol import ChatCompletionRequest
+
+router = APIRouter(tags=["openai"])
+
+
+@router.post("/v1/chat/completions", response_model=None)
+async def chat_completions(body: ChatCompletionRequest, s: Services = Depends(services)) -> Any:
+    chat = await s.chat.prepare(body)
+    if body.stream:
+        return sse_response(s.chat.stream(chat))
+    return await s.chat.complete(chat)

@@ -1,0 +1,137 @@
+"""The chat completions service: prepares a request for a launched model, runs it on the host, and shapes the
+OpenAI response (one JSON object, or a stream of chunk objects the API sends as SSE)."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from vlserve.engines.base import Delta, GenerateRequest
+from vlserve.errors import EngineError, ModelNotReady, VlserveError
+from vlserve.serving.chat_request import MessageConverter, refuse_unsupported, to_sampling
+from vlserve.serving.host import ModelHost
+from vlserve.serving.media import Fetcher, fetch_url
+from vlserve.serving.metrics import Metrics
+from vlserve.serving.protocol import ChatCompletionRequest
+from vlserve.serving.records import Phase
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PreparedChat:
+    uid: str
+    request: GenerateRequest
+    include_usage: bool
+    created: int = field(default_factory=lambda: int(time.time()))
+
+    @property
+    def id(self) -> str:
+        return self.request.request_id
+
+
+@dataclass
+class _Tally:
+    """Usage and timing of one request, gathered from its deltas."""
+
+    started: float = field(default_factory=time.perf_counter)
+    first_text: float | None = None
+    prompt_tokens: int = 0
+    completion: dict[int, int] = field(default_factory=dict)
+
+    def add(self, delta: Delta) -> None:
+        if delta.text and self.first_text is None:
+            self.first_text = time.perf_counter()
+        self.prompt_tokens = max(self.prompt_tokens, delta.prompt_tokens)
+        self.completion[delta.index] = max(self.completion.get(delta.index, 0), delta.completion_tokens)
+
+    def usage(self) -> dict[str, int]:
+        completion = sum(self.completion.values())
+        return {"prompt_tokens": self.prompt_tokens, "completion_tokens": completion,
+                "total_tokens": self.prompt_tokens + completion}
+
+
+class ChatService:
+    def __init__(self, host: ModelHost, metrics: Metrics, fetch: Fetcher = fetch_url) -> None:
+        self.host = host
+        self.metrics = metrics
+        self.fetch = fetch
+
+    async def prepare(self, body: ChatCompletionRequest) -> PreparedChat:
+        """Everything that can fail with a 4xx happens here, before a stream starts."""
+        refuse_unsupported(body)
+        record = self.host.get(body.model)
+        if record.phase is not Phase.READY or record.info is None:
+            detail = f": {record.error}" if record.error else "; wait for it to be ready"
+            raise ModelNotReady(f"model {record.uid!r} is {record.phase.value}{detail}", param="model")
+        sampling = to_sampling(body, record.info.max_model_len)
+        messages = await MessageConverter(body, record.resolved, self.fetch).convert()
+        request = GenerateRequest(f"chatcmpl-{uuid.uuid4().hex}", messages, sampling)
+        include_usage = bool(body.stream_options and body.stream_options.include_usage)
+        return PreparedChat(record.uid, request, include_usage)
+
+    async def complete(self, chat: PreparedChat) -> dict[str, Any]:
+        n = chat.request.sampling.n
+        texts: list[list[str]] = [[] for _ in range(n)]
+        finish: list[str | None] = [None] * n
+        tally = _Tally()
+        async with contextlib.aclosing(self._run(chat, tally)) as deltas:
+            async for delta in deltas:
+                texts[delta.index].append(delta.text)
+                finish[delta.index] = delta.finish_reason or finish[delta.index]
+        choices = [
+            {"index": i, "message": {"role": "assistant", "content": "".join(texts[i])},
+             "finish_reason": finish[i], "logprobs": None}
+            for i in range(n)
+        ]
+        return {**self._envelope(chat, "chat.completion"), "choices": choices, "usage": tally.usage()}
+
+    async def stream(self, chat: PreparedChat) -> AsyncIterator[dict[str, Any]]:
+        """Chunks: the role first (each choice), content deltas, a finish chunk per choice, then usage if asked."""
+        tally = _Tally()
+        for i in range(chat.request.sampling.n):
+            yield self._chunk(chat, i, {"role": "assistant", "content": ""})
+        async with contextlib.aclosing(self._run(chat, tally)) as deltas:
+            async for delta in deltas:
+                if delta.text:
+                    yield self._chunk(chat, delta.index, {"content": delta.text})
+                if delta.finish_reason:
+                    yield self._chunk(chat, delta.index, {}, delta.finish_reason)
+        if chat.include_usage:
+            yield {**self._envelope(chat, "chat.completion.chunk"), "choices": [], "usage": tally.usage()}
+
+    async def _run(self, chat: PreparedChat, tally: _Tally) -> AsyncIterator[Delta]:
+        try:
+            async with contextlib.aclosing(self.host.stream(chat.uid, chat.request)) as deltas:
+                async for delta in deltas:
+                    if delta.finish_reason == "error":
+                        raise EngineError(f"the engine failed on request {chat.id}; see the server log")
+                    tally.add(delta)
+                    yield delta
+        except VlserveError:
+            raise
+        except Exception as exc:
+            log.exception("request %s on %s failed", chat.id, chat.uid)
+            raise EngineError(f"generation failed: {type(exc).__name__}: {exc}") from exc
+        finally:
+            ttft = tally.first_text - tally.started if tally.first_text else None
+            total = time.perf_counter() - tally.started
+            usage = tally.usage()
+            self.metrics.record_generation(chat.uid, usage["prompt_tokens"], usage["completion_tokens"], ttft, total)
+
+    def _envelope(self, chat: PreparedChat, kind: str) -> dict[str, Any]:
+        return {"id": chat.id, "object": kind, "created": chat.created, "model": chat.uid}
+
+    def _chunk(self, chat: PreparedChat, index: int, delta: dict, finish: str | None = None) -> dict[str, Any]:
+        chunk = {
+            **self._envelope(chat, "chat.completion.chunk"),
+            "choices": [{"index": index, "delta": delta, "finish_reason": finish, "logprobs": None}],
+        }
+        if chat.include_usage:
+            chunk["usage"] = None
+        return chunk

@@ -1,0 +1,113 @@
+"""OpenAI chat request -> engine `GenerateRequest`: refuse what is not supported, turn messages into typed parts
+(images decoded, videos sampled to frames), and sampling fields into `SamplingParams`."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+from collections.abc import Callable
+from typing import Any
+
+from vlserve.engines.base import ChatMessage, ImagePart, Part, SamplingParams, TextPart, VideoPart
+from vlserve.errors import InvalidRequest
+from vlserve.registry import ResolvedSpec
+from vlserve.serving.media import Fetcher, load_bytes, open_image
+from vlserve.serving.protocol import ChatCompletionRequest, ImageContent, Message, TextContent, VideoContent
+
+# field -> "is it set to something we cannot honour?"
+_UNSUPPORTED: dict[str, Callable[[Any], bool]] = {
+    "tools": bool,
+    "tool_choice": lambda v: v not in (None, "none"),
+    "functions": bool,
+    "function_call": lambda v: v not in (None, "none"),
+    "logprobs": bool,
+    "top_logprobs": bool,
+    "response_format": lambda v: bool(v) and v.get("type", "text") != "text",
+    "logit_bias": bool,
+    "audio": lambda v: v is not None,
+    "prediction": lambda v: v is not None,
+}
+
+
+def refuse_unsupported(body: ChatCompletionRequest) -> None:
+    for name, is_set in _UNSUPPORTED.items():
+        if is_set(getattr(body, name)):
+            raise InvalidRequest(f"'{name}' is not supported by this server; remove it from the request", param=name)
+
+
+def to_sampling(body: ChatCompletionRequest, max_model_len: int | None) -> SamplingParams:
+    if body.max_tokens and body.max_completion_tokens and body.max_tokens != body.max_completion_tokens:
+        raise InvalidRequest(
+            "max_tokens and max_completion_tokens disagree; send only one of them", param="max_completion_tokens"
+        )
+    max_tokens = body.max_completion_tokens or body.max_tokens
+    if max_tokens and max_model_len and max_tokens >= max_model_len:
+        raise InvalidRequest(
+            f"max_tokens {max_tokens} leaves no room for the prompt in this model's {max_model_len}-token context",
+            param="max_tokens",
+        )
+    fields = {
+        "max_tokens": max_tokens,
+        "temperature": body.temperature,
+        "top_p": body.top_p,
+        "top_k": -1 if body.top_k == 0 else body.top_k,
+        "repetition_penalty": body.repetition_penalty,
+        "presence_penalty": body.presence_penalty,
+        "frequency_penalty": body.frequency_penalty,
+        "seed": body.seed,
+        "stop": tuple(body.stop) if body.stop else None,
+    }
+    return SamplingParams(n=body.n, ignore_eos=body.ignore_eos, **{k: v for k, v in fields.items() if v is not None})
+
+
+class MessageConverter:
+    """Turns one request's messages into `ChatMessage`s, fetching and decoding media off the event loop."""
+
+    def __init__(self, body: ChatCompletionRequest, resolved: ResolvedSpec, fetch: Fetcher) -> None:
+        self.body = body
+        self.resolved = resolved
+        self.fetch = fetch
+
+    async def convert(self) -> tuple[ChatMessage, ...]:
+        return tuple([await self._message(i, m) for i, m in enumerate(self.body.messages)])
+
+    async def _message(self, i: int, message: Message) -> ChatMessage:
+        where = f"messages.{i}"
+        if message.role in ("tool", "function") or message.tool_calls:
+            raise InvalidRequest("tool and function messages are not supported by this server", param=where)
+        role = "system" if message.role == "developer" else message.role
+        if message.content is None:
+            return ChatMessage(role, ())
+        if isinstance(message.content, str):
+            return ChatMessage.text(role, message.content)
+        parts = [await self._part(f"{where}.content.{j}", role, p) for j, p in enumerate(message.content)]
+        return ChatMessage(role, tuple(parts))
+
+    async def _part(self, where: str, role: str, part: TextContent | ImageContent | VideoContent) -> Part:
+        if isinstance(part, TextContent):
+            return TextPart(part.text)
+        if role != "user":
+            raise InvalidRequest("images and videos are accepted in user messages only", param=where)
+        if isinstance(part, ImageContent):
+            return await self._image(f"{where}.image_url", part)
+        return await self._video(f"{where}.video_url", part)
+
+    async def _image(self, where: str, part: ImageContent) -> ImagePart:
+        url, detail = (part.image_url, "auto") if isinstance(part.image_url, str) else (
+            part.image_url.url,
+            part.image_url.detail,
+        )
+        data = await load_bytes(url, self.fetch, param=where)
+        image = await asyncio.to_thread(open_image, data, param=where)
+        return ImagePart(image, max_tiles=1 if detail == "low" else self.body.max_tiles)
+
+    async def _video(self, where: str, part: VideoContent) -> VideoPart:
+        url = part.video_url if isinstance(part.video_url, str) else part.video_url.url
+        data = await load_bytes(url, self.fetch, param=where)
+        sample_frames = importlib.import_module(f"vlserve.families.{self.resolved.family.model_family}.video").sample_frames
+        args = (data,) if self.body.num_frames is None else (data, self.body.num_frames)
+        try:
+            frames = await asyncio.to_thread(sample_frames, *args)
+        except InvalidRequest as exc:
+            raise InvalidRequest(exc.message, param=where) from exc
+        return VideoPart(tuple(frames))

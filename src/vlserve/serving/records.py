@@ -1,0 +1,92 @@
+"""The records a model host keeps: what was asked for at launch, and where each model stands.
+
+Typed, frozen records inside; the API turns them into Xinference/OpenAI JSON at the edge.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+from vlserve.engines.base import LoadedModelInfo
+from vlserve.errors import Conflict, InvalidRequest
+from vlserve.registry import ResolvedSpec
+
+
+class Phase(str, Enum):
+    """Where a launched model is: downloading -> loading -> ready, or error with the reason."""
+
+    DOWNLOADING = "downloading"
+    LOADING = "loading"
+    READY = "ready"
+    ERROR = "error"
+
+
+@dataclass(frozen=True)
+class LaunchRequest:
+    """A launch after validation: the spec is resolved, the remaining keys are engine options."""
+
+    resolved: ResolvedSpec
+    model_uid: str | None = None
+    replica: int = 1
+    n_gpu: int | str | None = "auto"  # Xinference's spelling: "auto", a count, or None for CPU only
+    download_hub: str | None = None
+    model_path: str | None = None
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+    def engine_options(self) -> dict[str, Any]:
+        """What the engine factory receives: the extra launch keys, plus n_gpu when the caller chose one."""
+        options = dict(self.options)
+        if self.n_gpu not in (None, "auto"):
+            options["n_gpu"] = self.n_gpu
+        return options
+
+
+@dataclass(frozen=True)
+class ModelRecord:
+    """A snapshot of one launched model."""
+
+    uid: str
+    launch: LaunchRequest
+    phase: Phase
+    created_at: float
+    download_progress: float = 0.0  # 0..1, from the hub's callback
+    error: str | None = None
+    info: LoadedModelInfo | None = None
+
+    @property
+    def resolved(self) -> ResolvedSpec:
+        return self.launch.resolved
+
+    @property
+    def progress(self) -> float:
+        """Overall launch progress 0..1: downloading counts for 90%, loading for the rest."""
+        if self.phase is Phase.READY:
+            return 1.0
+        return round(0.9 * self.download_progress, 4) if self.phase is Phase.DOWNLOADING else 0.9
+
+
+_UID_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
+
+
+def allocate_uid(requested: str | None, model_name: str, taken: Iterable[str]) -> str:
+    """An explicit uid must be free; otherwise the model name, suffixed -1, -2, ... when taken."""
+    taken = set(taken)
+    if requested:
+        if not set(requested) <= _UID_CHARS:
+            raise InvalidRequest(
+                f"model_uid {requested!r} may only use letters, digits, '.', '_' and '-'", param="model_uid"
+            )
+        if requested in taken:
+            raise Conflict(
+                f"model_uid {requested!r} is already in use; terminate it first or choose another uid",
+                param="model_uid",
+            )
+        return requested
+    uid, n = model_name, 0
+    while uid in taken:
+        n += 1
+        uid = f"{model_name}-{n}"
+    return uid
