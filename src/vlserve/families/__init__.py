@@ -1,0 +1,1 @@
+"""Model families: one package per family implementation (the registry's `model_family` value)."""
