@@ -199,7 +199,10 @@ def iter_tensors(model_dir: Path) -> Iterator[tuple[str, torch.Tensor]]:
 def dequantize_awq_stream(
     tensors: Iterator[tuple[str, torch.Tensor]], group_size: int
 ) -> Iterator[tuple[str, torch.Tensor]]:
-    """Replace each module's (qweight, qzeros, scales) triple by its dequantized `weight` ([out, in])."""
+    """Replace each module's (qweight, qzeros, scales) triple by its dequantized `weight` ([out, in]).
+
+    On GPUs too the engine runs AWQ checkpoints dequantized (16-bit): transformers 5.19's AWQ kernels come from
+    gptqmodel, which this project does not install."""
     from vlserve.families.internvl2_5.awq import unpack_awq
 
     pending: dict[str, dict[str, torch.Tensor]] = {}
@@ -213,7 +216,7 @@ def dequantize_awq_stream(
         if len(parts) == 3:
             del pending[prefix]
             weight = unpack_awq(parts["qweight"], parts["qzeros"], parts["scales"], group_size=group_size)
-            yield f"{prefix}.weight", weight.t().contiguous()
+            yield f"{prefix}.weight", weight  # [out, in] float32
     if pending:
         raise CheckpointMismatch(f"incomplete AWQ tensors (need qweight, qzeros, scales) for: {sorted(pending)}")
 
