@@ -44,7 +44,9 @@ class TwinDims:
     num_key_value_heads: int | None = None  # LLM only
 
 
-TINY_LLM = TwinDims(hidden_size=128, num_attention_heads=4, num_key_value_heads=2, intermediate_size=256, num_hidden_layers=2)
+TINY_LLM = TwinDims(
+    hidden_size=128, num_attention_heads=4, num_key_value_heads=2, intermediate_size=256, num_hidden_layers=2
+)
 TINY_VISION = {
     "300m": TwinDims(hidden_size=64, num_attention_heads=2, intermediate_size=256, num_hidden_layers=2),
     "6b": TwinDims(hidden_size=96, num_attention_heads=3, intermediate_size=384, num_hidden_layers=2),
@@ -155,7 +157,8 @@ def _quantized(source: str, shape: tuple[int, int], group_size: int, seed: int) 
 
 
 def _nbytes(spec: TensorSpec, itemsize: int) -> int:
-    return spec.numel * (4 if spec.init in ("awq_qweight", "awq_qzeros") else 2 if spec.init == "awq_scales" else itemsize)
+    sizes = {"awq_qweight": 4, "awq_qzeros": 4, "awq_scales": 2}
+    return spec.numel * sizes.get(spec.init, itemsize)
 
 
 def _plan_shards(specs: list[TensorSpec], itemsize: int) -> list[list[TensorSpec]]:

@@ -46,7 +46,9 @@ def vision_tensors(vision: dict) -> list[TensorSpec]:
     layer_norm = vision["norm_type"] == "layer_norm"
     specs = [
         TensorSpec("vision_model.embeddings.class_embedding", (1, 1, h), "normal"),
-        TensorSpec("vision_model.embeddings.patch_embedding.weight", (h, vision["num_channels"], patch, patch), "normal"),
+        TensorSpec(
+            "vision_model.embeddings.patch_embedding.weight", (h, vision["num_channels"], patch, patch), "normal"
+        ),
         TensorSpec("vision_model.embeddings.patch_embedding.bias", (h,), "normal"),
         TensorSpec("vision_model.embeddings.position_embedding", (1, positions, h), "normal"),
     ]
@@ -105,7 +107,8 @@ def internlm2_tensors(llm: dict) -> list[TensorSpec]:
 
 
 def _is_quantized_linear(spec: TensorSpec) -> bool:
-    return spec.name.startswith("language_model.model.layers.") and spec.name.endswith(".weight") and len(spec.shape) == 2
+    in_decoder = spec.name.startswith("language_model.model.layers.")
+    return in_decoder and spec.name.endswith(".weight") and len(spec.shape) == 2
 
 
 def awq_tensors(specs: list[TensorSpec], group_size: int) -> list[TensorSpec]:
