@@ -156,8 +156,13 @@ class EmbeddedHost:
         return [slot.record for slot in self._slots.values()]
 
     def in_flight(self, uid: str) -> tuple[int, ...]:
+        """Running requests per replica."""
         replicas = self._slot(uid).replicas
         return replicas.in_flight if replicas else ()
+
+    def engines(self, uid: str) -> tuple[Engine, ...]:
+        replicas = self._slot(uid).replicas
+        return tuple(replicas.engines) if replicas else ()
 
     def _slot(self, uid: str) -> _Slot:
         slot = self._slots.get(uid)

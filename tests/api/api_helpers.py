@@ -1,0 +1,71 @@
+"""Helpers for the API tests: a uvicorn server in a thread on a free loopback port, request bodies, error checks."""
+
+from __future__ import annotations
+
+import base64
+import io
+import socket
+import threading
+import time
+from dataclasses import dataclass
+
+import httpx
+import uvicorn
+from fastapi import FastAPI
+from PIL import Image
+
+from vlserve.api.deps import Services
+
+SESSION_UID = "InternVL2.5"
+SEED_LAUNCH = {  # the seed's launch parameters (the model page), as xinference-client sends them
+    "model_engine": "Transformers", "model_name": "InternVL2.5", "model_size_in_billions": 1,
+    "model_format": "pytorch", "quantization": "none",
+}
+
+
+@dataclass
+class LiveServer:
+    url: str
+    app: FastAPI
+    server: uvicorn.Server
+    thread: threading.Thread
+
+    @property
+    def services(self) -> Services:
+        return self.app.state.services
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=60)
+
+
+def start_server(app: FastAPI) -> LiveServer:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on", access_log=False))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True, name="vlserve-test-server")
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("the test server did not start")
+        time.sleep(0.02)
+    return LiveServer(f"http://127.0.0.1:{sock.getsockname()[1]}", app, server, thread)
+
+
+def png_data_uri(size: tuple[int, int] = (96, 64), color=(200, 30, 30)) -> str:
+    buf = io.BytesIO()
+    Image.new("RGB", size, color).save(buf, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def assert_openai_error(response: httpx.Response, status: int, error_type: str | None = None) -> dict:
+    """Every error is an OpenAI error body; returns its `error` object."""
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert set(body["error"]) == {"message", "type", "param", "code"}
+    assert body["error"]["message"] and body["error"]["code"] == status
+    if error_type is not None:
+        assert body["error"]["type"] == error_type
+    return body["error"]
