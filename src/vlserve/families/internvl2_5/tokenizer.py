@@ -14,9 +14,14 @@
   - like `InternLM2Tokenizer` (add_bos_token=True) a BOS `<s>` (id 1) is prepended when
     `add_special_tokens=True` (the default); pass `add_special_tokens=False` to get the bare ids.
 
-  Decoding is the exact inverse for text without special tokens and keeps special tokens verbatim, so
-  `decode(encode(x, add_special_tokens=False)) == x` for every string (no `▁`/space is inserted before
-  special tokens, unlike the remote class's `decode`). See `save_tokenizer` for handing it to vLLM.
+  Decoding keeps special tokens verbatim and inserts nothing around them (the remote class's `decode` puts a
+  space before each special token), so `decode(encode(x, add_special_tokens=False)) == x` for every string
+  without a literal U+2581 "▁" (sentencepiece itself reads that as a space). That matters to vLLM, which
+  decodes prompt ids and re-encodes them when it inserts image tokens.
+
+  One deliberate difference: sentencepiece's user-defined pieces `[UNUSED_TOKEN_141]`…`[UNUSED_TOKEN_146]` are
+  the ids the special tokens `<|plugin|>`…`<|im_start|>` took over; the remote tokenizer turns that literal
+  text into the special id, this one encodes it as ordinary text. See `save_tokenizer` for handing it to vLLM.
 """
 
 from __future__ import annotations
