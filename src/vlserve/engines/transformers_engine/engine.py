@@ -4,9 +4,9 @@ model, starts the continuous-batching scheduler, and bridges its thread to async
 from __future__ import annotations
 
 import asyncio
+import copy
 import gc
 import importlib
-import logging
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -20,7 +20,6 @@ if TYPE_CHECKING:
     from vlserve.engines.transformers_engine.scheduler import Job, Scheduler
     from vlserve.registry import ResolvedSpec
 
-log = logging.getLogger(__name__)
 BNB_QUANTIZATIONS = ("8-bit", "4-bit")
 
 
@@ -34,7 +33,8 @@ class TransformersEngine:
         self.tokenizer: Any = None
         self.scheduler: Scheduler | None = None
         self.info: LoadedModelInfo | None = None
-        self._prep = ThreadPoolExecutor(max_workers=2, thread_name_prefix="vlserve-prep")
+        # one worker: a fast tokenizer must not be used from two threads at once ("Already borrowed")
+        self._prep = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vlserve-prep")
 
     # ------------------------------------------------------------ lifecycle
 
@@ -66,7 +66,8 @@ class TransformersEngine:
         model.config.get_text_config()._attn_implementation = register()
         self.model, self.tokenizer = model, self.family.load_tokenizer(self.model_dir)
         stop_ids = self.family.stop_token_ids(self.model_dir, self.tokenizer)
-        self.scheduler = Scheduler(parts, _slot_cache(parts, where.dtype, opts), stop_ids, self.tokenizer)
+        detokenizer = copy.deepcopy(self.tokenizer)  # the scheduler thread's own copy, for the same reason
+        self.scheduler = Scheduler(parts, _slot_cache(parts, where.dtype, opts), stop_ids, detokenizer)
         self.scheduler.start()
         return LoadedModelInfo(
             max_model_len=opts.max_model_len, device=where.device, dtype=where.dtype_name,

@@ -109,7 +109,7 @@ def _bnb_linear(bnb, linear, quantization: str, compute_dtype):
     import torch
 
     has_bias = linear.bias is not None
-    weight = linear.weight.data.to("cpu" if linear.weight.device.type == "cpu" else linear.weight.device)
+    weight = linear.weight.data.to("cpu")  # bitsandbytes quantizes when the parameter moves to its device
     if quantization == "8-bit":
         new = bnb.nn.Linear8bitLt(linear.in_features, linear.out_features, bias=has_bias,
                                   has_fp16_weights=False, threshold=6.0, device="meta")  # fmt: skip

@@ -74,7 +74,7 @@ class SequenceSampler:
             seen = self.counts > 0
             seen[self.prompt_ids] = True
             picked = logits[seen]
-            logits[seen] = torch_where_pos(picked, p.repetition_penalty)
+            logits[seen] = _repetition_scaled(picked, p.repetition_penalty)
         if p.frequency_penalty:
             logits.sub_(self.counts * p.frequency_penalty)
         if p.presence_penalty:
@@ -85,7 +85,7 @@ def _rep(params: SamplingParams) -> bool:
     return params.repetition_penalty != 1.0
 
 
-def torch_where_pos(values: torch.Tensor, penalty: float) -> torch.Tensor:
+def _repetition_scaled(values: torch.Tensor, penalty: float) -> torch.Tensor:
     import torch
 
     return torch.where(values > 0, values / penalty, values * penalty)

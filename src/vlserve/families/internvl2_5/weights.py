@@ -122,7 +122,3 @@ def map_tensor(name: str, tensor: torch.Tensor, layout: LayoutInfo) -> Iterator[
             return
     raise UnknownWeight(name)
 
-
-def awq_module_prefixes(names: list[str]) -> set[str]:
-    """Module prefixes that carry AWQ GEMM-packed weights (qweight/qzeros/scales)."""
-    return {n[: -len(".qweight")] for n in names if n.endswith(".qweight")}
