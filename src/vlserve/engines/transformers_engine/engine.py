@@ -54,7 +54,9 @@ class TransformersEngine:
         if opts.num_threads:
             torch.set_num_threads(opts.num_threads)
         where = pl.resolve_placement(opts)
-        device_map = pl.split_device_map(self.family.empty_model(self.model_dir, where.dtype), where)
+        device_map = None
+        if where.n_gpu > 1:  # plan the layer split on a meta-device copy first
+            device_map = pl.split_device_map(self.family.empty_model(self.model_dir, where.dtype), where)
         model = self.family.load_model(
             self.model_dir, dtype=where.dtype, device_for=pl.device_for_names(device_map, where.device),
             device_map=device_map or where.device,
