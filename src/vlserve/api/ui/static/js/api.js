@@ -94,8 +94,9 @@ export class SseParser {
 
   push(text) {
     this.buffer += text;
-    const events = this.buffer.replace(/\r\n?/g, "\n").split("\n\n");
-    this.buffer = events.pop();
+    const held = this.buffer.endsWith("\r") ? "\r" : ""; // maybe the first half of a \r\n
+    const events = this.buffer.slice(0, this.buffer.length - held.length).replace(/\r\n?/g, "\n").split("\n\n");
+    this.buffer = events.pop() + held;
     return events.map(dataOf).filter((data) => data !== null);
   }
 
@@ -111,16 +112,18 @@ function dataOf(event) {
 }
 
 // POST a chat completion with stream: true and yield each chunk object until [DONE].
-// An error chunk (the stream failed after it started) is thrown as ApiError.
 export async function* streamChat(body, signal) {
-  const response = await send("/v1/chat/completions", { method: "POST", body, signal });
+  yield* readChunks(await send("/v1/chat/completions", { method: "POST", body, signal }));
+}
+
+// The JSON chunks of an OpenAI SSE response. An error chunk (the stream failed after it began) throws ApiError.
+export async function* readChunks(response) {
   const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
   const parser = new SseParser();
   try {
     for (;;) {
       const { value, done } = await reader.read();
-      const events = done ? parser.flush() : parser.push(value);
-      for (const data of events) {
+      for (const data of done ? parser.flush() : parser.push(value)) {
         if (data === "[DONE]") return;
         const chunk = JSON.parse(data);
         if (chunk.error) throw new ApiError(chunk.error.message ?? "the stream failed", chunk.error.code ?? 500);
