@@ -7,8 +7,7 @@ from __future__ import annotations
 import json
 
 import httpx
-from playwright.sync_api import expect
-from ui_helpers import needs_browser
+from ui_helpers import expect, needs_browser
 
 pytestmark = needs_browser
 
