@@ -179,6 +179,7 @@ async function send() {
 // Stream one answer into a new bubble. A stopped answer keeps its text and stays in the history; a request
 // that brought back nothing (failed, or stopped at once) takes its question out of the history.
 async function answer(body) {
+  const history = state.history; // "New conversation" during the stream replaces state.history; this one ends here
   const reply = { role: "assistant", text: "" };
   const node = bubble(reply);
   const text = node.querySelector(".text");
@@ -211,6 +212,6 @@ async function answer(body) {
     state.controller = null;
     setBusy(false);
   }
-  if (reply.text || node.dataset.state === "done") state.history.push(reply);
-  else state.history.pop(); // nothing came back: the question leaves the history with its unanswered turn
+  if (reply.text || node.dataset.state === "done") history.push(reply);
+  else history.pop(); // nothing came back: the question leaves the history with its unanswered turn
 }
