@@ -21,7 +21,6 @@ def vlserve_home(tmp_path_factory) -> Path:
     home = tmp_path_factory.mktemp("vlserve-home")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("VLSERVE_HOME", str(home))
-        patch.setenv("HF_HUB_OFFLINE", "1")
         yield home
 
 
