@@ -184,3 +184,9 @@ def test_client_disconnect_aborts_the_engine_request(live, http, model_uid):
     steps = engine.scheduler.steps
     time.sleep(0.3)
     assert engine.scheduler.steps == steps
+
+
+def test_a_stream_the_engine_refuses_is_an_http_error_not_a_broken_stream(http, model_uid):
+    body = {"model": model_uid, "messages": ask(), "n": 9, "stream": True}  # the engine batches at most 8
+    error = assert_openai_error(http.post("/v1/chat/completions", json=body), 400, "invalid_request_error")
+    assert error["param"] == "n" and "max_batch_size" in error["message"]

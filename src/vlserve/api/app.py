@@ -15,6 +15,7 @@ from vlserve.api.deps import Services
 from vlserve.api.errors import install_error_handler
 from vlserve.api.logs import configure_logging
 from vlserve.api.middleware import RequestContextMiddleware
+from vlserve.api import ui
 from vlserve.api.routes import catalog, models, openai, ops
 from vlserve.registry import Registry
 from vlserve.serving.catalog import CatalogService
@@ -52,7 +53,7 @@ def create_app(config: ServerConfig | None = None, *, host: ModelHost | None = N
     app.state.services = services
     install_error_handler(app)
     app.add_middleware(RequestContextMiddleware, metrics=services.metrics)
-    for module in (openai, models, catalog, ops):
+    for module in (openai, models, catalog, ops, ui):
         app.include_router(module.router)
     return app
 

@@ -92,12 +92,25 @@ class ChatService:
         return {**self._envelope(chat, "chat.completion"), "choices": choices, "usage": tally.usage()}
 
     async def stream(self, chat: PreparedChat) -> AsyncIterator[dict[str, Any]]:
-        """Chunks: the role first (each choice), content deltas, a finish chunk per choice, then usage if asked."""
+        """Start generating and wait for the first delta, so an error the engine finds in the request (a prompt too
+        long, n too large) is still an HTTP error; then return the chunks: the role first (each choice), content
+        deltas, a finish chunk per choice, and the usage if asked."""
         tally = _Tally()
+        deltas = self._run(chat, tally)
+        try:
+            first = await anext(deltas, None)
+        except BaseException:
+            await deltas.aclose()
+            raise
+        return self._chunks(chat, tally, deltas, first)
+
+    async def _chunks(
+        self, chat: PreparedChat, tally: _Tally, deltas: AsyncIterator[Delta], first: Delta | None
+    ) -> AsyncIterator[dict[str, Any]]:
         for i in range(chat.request.sampling.n):
             yield self._chunk(chat, i, {"role": "assistant", "content": ""})
-        async with contextlib.aclosing(self._run(chat, tally)) as deltas:
-            async for delta in deltas:
+        async with contextlib.aclosing(deltas):
+            async for delta in _prepend(first, deltas):
                 if delta.text:
                     yield self._chunk(chat, delta.index, {"content": delta.text})
                 if delta.finish_reason:
@@ -135,3 +148,10 @@ class ChatService:
         if chat.include_usage:
             chunk["usage"] = None
         return chunk
+
+
+async def _prepend(first: Delta | None, rest: AsyncIterator[Delta]) -> AsyncIterator[Delta]:
+    if first is not None:
+        yield first
+    async for delta in rest:
+        yield delta

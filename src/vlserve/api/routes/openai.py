@@ -17,5 +17,5 @@ router = APIRouter(tags=["openai"])
 async def chat_completions(body: ChatCompletionRequest, s: Services = Depends(services)) -> Any:
     chat = await s.chat.prepare(body)
     if body.stream:
-        return sse_response(s.chat.stream(chat))
+        return sse_response(await s.chat.stream(chat))
     return await s.chat.complete(chat)
