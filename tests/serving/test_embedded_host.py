@@ -32,6 +32,15 @@ def make_host(factory: StubFactory, fetch=fetch_instantly) -> EmbeddedHost:
     return EmbeddedHost(fetch_model=fetch, factory_for=lambda engine: factory)
 
 
+async def launched(resolved, replica: int = 1, **template) -> tuple[EmbeddedHost, StubFactory]:
+    """A host with one ready model (uid InternVL2.5) on stub engines built from `template`."""
+    factory = StubFactory(template=template)
+    host = make_host(factory)
+    await host.launch(LaunchRequest(resolved, replica=replica))
+    await host.wait_ready("InternVL2.5")
+    return host, factory
+
+
 def request(rid: str = "r1", n: int = 1) -> GenerateRequest:
     return GenerateRequest(rid, (), SamplingParams(n=n))
 
@@ -109,10 +118,7 @@ async def test_options_and_n_gpu_reach_the_engine_and_replicas_are_separate_engi
 
 
 async def test_requests_go_to_the_replica_with_the_fewest_in_flight(resolved):
-    factory = StubFactory(template={"step_s": 0.05})
-    host = make_host(factory)
-    await host.launch(LaunchRequest(resolved, replica=2))
-    await host.wait_ready("InternVL2.5")
+    host, factory = await launched(resolved, replica=2, step_s=0.05)
     first, second = host.stream("InternVL2.5", request("a")), host.stream("InternVL2.5", request("b"))
     await first.__anext__()
     await second.__anext__()
@@ -127,10 +133,7 @@ async def test_requests_go_to_the_replica_with_the_fewest_in_flight(resolved):
 
 
 async def test_a_stream_closed_early_aborts_the_engine_request(resolved):
-    factory = StubFactory(template={"step_s": 0.01})
-    host = make_host(factory)
-    await host.launch(LaunchRequest(resolved))
-    await host.wait_ready("InternVL2.5")
+    host, factory = await launched(resolved, step_s=0.01)
     stream = host.stream("InternVL2.5", request("gone"))
     await stream.__anext__()
     await stream.aclose()
@@ -141,10 +144,7 @@ async def test_a_stream_closed_early_aborts_the_engine_request(resolved):
 
 
 async def test_a_cancelled_consumer_aborts_the_engine_request(resolved):
-    factory = StubFactory(template={"step_s": 10})
-    host = make_host(factory)
-    await host.launch(LaunchRequest(resolved))
-    await host.wait_ready("InternVL2.5")
+    host, factory = await launched(resolved, step_s=10)
 
     async def consume():
         async for _ in host.stream("InternVL2.5", request("cancelled")):

@@ -6,16 +6,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from vlserve import hub as model_files
+from vlserve.engines import get_factory
 from vlserve.engines.base import EngineFactory
 from vlserve.errors import InvalidRequest, NotFound
-from vlserve.registry import KNOWN_ENGINES, FamilySpec, Registry, ResolvedSpec, parse_family
+from vlserve.registry import KNOWN_ENGINES, FamilySpec, ModelSpec, Registry, ResolvedSpec, parse_family
 from vlserve.serving.protocol import RegisterBody
-
-
-def _default_factory(engine: str) -> EngineFactory:
-    from vlserve.engines import get_factory
-
-    return get_factory(engine)
 
 
 def _check_type(model_type: str) -> None:
@@ -24,7 +20,7 @@ def _check_type(model_type: str) -> None:
 
 
 class CatalogService:
-    def __init__(self, registry: Registry, factory_for: Callable[[str], EngineFactory] = _default_factory) -> None:
+    def __init__(self, registry: Registry, factory_for: Callable[[str], EngineFactory] = get_factory) -> None:
         self.registry = registry
         self.factory_for = factory_for
 
@@ -72,20 +68,16 @@ class CatalogService:
     # -- cache -------------------------------------------------------------------------------------------------------
 
     def list_cached(self, model_name: str | None = None) -> dict[str, list[dict[str, Any]]]:
-        from vlserve.hub import list_cached
-
-        rows = [self._cache_row(entry) for entry in list_cached()]
+        rows = [self._cache_row(entry) for entry in model_files.list_cached()]
         return {"list": [r for r in rows if model_name in (None, r["model_name"])]}
 
     def remove_cached(self, model_id: str | None, hub: str | None, model_version: str | None) -> dict[str, bool]:
-        from vlserve.hub import remove_cached
-
         if model_id is None and model_version is None:
             raise InvalidRequest("give model_id (e.g. OpenGVLab/InternVL2_5-1B) or model_version", param="model_id")
-        remove_cached(model_id or self._model_id_of_version(model_version), hub=hub)
+        model_files.remove_cached(model_id or self._model_id_of_version(model_version), hub=hub)
         return {"result": True}
 
-    def _cache_row(self, entry: Any) -> dict[str, Any]:
+    def _cache_row(self, entry: model_files.CachedModel) -> dict[str, Any]:
         family, spec = self._spec_of_repo(entry.repo_id)
         path = str(entry.path)
         return {
@@ -96,7 +88,7 @@ class CatalogService:
             "model_size_in_billions": spec.model_size_in_billions if spec else None,
         }
 
-    def _spec_of_repo(self, repo_id: str):
+    def _spec_of_repo(self, repo_id: str) -> tuple[FamilySpec | None, ModelSpec | None]:
         for family in self.registry.families().values():
             for spec in family.model_specs:
                 if repo_id in spec.model_hub_ids.values():
@@ -116,7 +108,7 @@ class CatalogService:
         raise NotFound(f"{family.model_name} has no {parts[1]} {parts[2]} spec", param="model_version")
 
 
-def _engine_params(factory: EngineFactory, family: FamilySpec, spec: Any, engine: str) -> dict[str, Any] | None:
+def _engine_params(factory: EngineFactory, family: FamilySpec, spec: ModelSpec, engine: str) -> dict[str, Any] | None:
     quantizations = [q for q in spec.engines.get(engine, []) if factory.supports(ResolvedSpec(family, spec, engine, q))[0]]
     if not quantizations:
         return None

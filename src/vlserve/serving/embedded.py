@@ -17,28 +17,18 @@ from typing import Any
 
 import anyio
 
+from vlserve.engines import get_factory
 from vlserve.engines.base import Delta, Engine, EngineFactory, GenerateRequest, LoadedModelInfo
 from vlserve.errors import EngineError, EngineUnavailable, ModelNotReady, NotFound, VlserveError
+from vlserve.hub import ensure_local
 from vlserve.registry import ResolvedSpec
 from vlserve.serving.records import LaunchRequest, ModelRecord, Phase, allocate_uid
 from vlserve.serving.replicas import ReplicaSet
 
 log = logging.getLogger(__name__)
 
-# ensure_local(resolved, download_hub=None, model_path=None, on_progress=None) -> Path (blocking)
+# ensure_local(resolved, *, download_hub, model_path, on_progress) -> Path, blocking (it runs in a thread)
 FetchModel = Callable[..., Path]
-
-
-def _default_fetch_model(resolved: ResolvedSpec, **kwargs: Any) -> Path:
-    from vlserve.hub import ensure_local
-
-    return ensure_local(resolved, **kwargs)
-
-
-def _default_factory(engine: str) -> EngineFactory:
-    from vlserve.engines import get_factory
-
-    return get_factory(engine)
 
 
 @dataclass
@@ -62,8 +52,8 @@ class EmbeddedHost:
 
     def __init__(
         self,
-        fetch_model: FetchModel = _default_fetch_model,
-        factory_for: Callable[[str], EngineFactory] = _default_factory,
+        fetch_model: FetchModel = ensure_local,
+        factory_for: Callable[[str], EngineFactory] = get_factory,
     ) -> None:
         self._fetch_model = fetch_model
         self._factory_for = factory_for
@@ -129,13 +119,12 @@ class EmbeddedHost:
     async def _load_replicas(self, slot: _Slot, model_dir: Path, engines: list[Engine]) -> LoadedModelInfo:
         launch = slot.record.launch
         factory = self._factory(launch.resolved.engine)
-        info = None
+        infos = []
         for _ in range(launch.replica):
             engine = await asyncio.to_thread(factory.create, launch.resolved, model_dir, launch.engine_options())
             engines.append(engine)
-            info = await engine.load()
-        assert info is not None  # replica >= 1 is validated at the edge
-        return info
+            infos.append(await engine.load())
+        return infos[0]  # replicas are identical; replica >= 1 is validated at the edge
 
     async def wait_ready(self, uid: str, timeout: float | None = None) -> ModelRecord:
         slot = self._slot(uid)

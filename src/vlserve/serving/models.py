@@ -13,6 +13,7 @@ import anyio
 
 from vlserve import settings
 from vlserve.errors import InvalidRequest
+from vlserve.hub import local_model_path
 from vlserve.registry import KNOWN_ENGINES, Registry, ResolvedSpec, resolve
 from vlserve.serving.host import ModelHost
 from vlserve.serving.protocol import LaunchBody
@@ -61,8 +62,6 @@ class ModelService:
                            model_format=body.model_format, model_size_in_billions=body.model_size_in_billions,
                            quantization=body.quantization)
         if body.model_path is not None:
-            from vlserve.hub import local_model_path
-
             local_model_path(body.model_path)  # refuse a wrong folder now, not after the launch has started
         return LaunchRequest(resolved=resolved, model_uid=body.model_uid, replica=body.replica, n_gpu=body.n_gpu,
                              download_hub=body.download_hub, model_path=body.model_path, options=options)
