@@ -1,0 +1,65 @@
+"""What one run does: the full profile (the figures RESULTS.md reports) and the quick one (every CPU scenario at
+reduced repeats, output lengths and sizes, in minutes). Scenarios read only this object, so a test can shrink a
+run further (tiny images, twins only) without touching scenario code."""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+BENCH_DIR = Path(__file__).resolve().parent
+DEFAULT_WORK = BENCH_DIR / ".work"
+DEFAULT_RESULTS = BENCH_DIR / "RESULTS.md"
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    quick: bool = False
+    repeats: int = 3  # measured repeats per side; one warm-up run per side comes before them
+    work_dir: Path = DEFAULT_WORK
+    results_path: Path | None = DEFAULT_RESULTS  # None: print only, write nothing
+    only: tuple[str, ...] = ()  # scenario ids; empty: all
+    # P1: serving overhead
+    p1_concurrency: tuple[int, ...] = (1, 2, 4, 8)
+    p1_max_tokens: int = 64
+    p1_full_size: bool = True  # the full-size 1B arch (text prompts) next to the twin (1-tile image prompts)
+    # P2: continuous batching vs naive threads
+    p2_requests: int = 8
+    p2_max_tokens: int = 256
+    p2_full_size: bool = True
+    p2_thirteen_tile: bool = True
+    # P3: tiling
+    p3_sizes: tuple[tuple[int, int], ...] = ((640, 480), (1920, 1080), (3840, 2160))
+    p3_repeats: int = 15
+    # P5: memory
+    p5_quantizations: tuple[str, ...] = ("none", "8-bit", "4-bit")
+    p5_repeats: int = 2
+    # P6: launch overhead
+    p6_repeats: int = 5
+    # B1/B2: bounds on the full-size 1B arch
+    b1_max_tokens: int = 64
+    b2_max_tiles: tuple[int, ...] = (1, 4, 6, 12)  # TTFT vs tiles (1, 5, 7, 13 tiles); the last one is checked
+    # P4/P7: vLLM
+    vllm_python: str = field(default_factory=lambda: os.environ.get("VLSERVE_BENCH_VLLM_PYTHON", sys.executable))
+
+    @property
+    def profile(self) -> str:
+        return "quick" if self.quick else "full"
+
+    def wants(self, scenario_id: str) -> bool:
+        return not self.only or scenario_id.upper() in self.only
+
+
+def quick_config(**overrides) -> RunConfig:
+    """Every CPU scenario, reduced: 1 repeat (P3 5), short outputs, the 13-tile cases shrunk to 1 tile."""
+    base = RunConfig(
+        quick=True, repeats=1, p1_concurrency=(1, 8), p1_max_tokens=16, p2_max_tokens=32, p2_full_size=False,
+        p3_repeats=5, p5_repeats=1, p6_repeats=2, b1_max_tokens=12, b2_max_tiles=(1,),
+    )
+    return replace(base, **overrides)
+
+
+def full_config(**overrides) -> RunConfig:
+    return replace(RunConfig(), **overrides)

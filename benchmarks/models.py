@@ -1,0 +1,93 @@
+"""The models the harness prepares for itself under the work folder: the InternVL2.5-1B twin (shrunk dimensions,
+tens of MB) and the full-size 1B architecture with random weights (~1.9 GB), both via vlserve's `write_twin`.
+
+A folder is reused when its stamp matches the twin builder's source (twins are seeded, so the same builder writes
+the same bytes); otherwise it is rewritten. Launch parameters and in-process engines resolve the same spec.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ARCHITECTURE = "InternVL2_5-1B"
+LAUNCH_SPEC = {"model_name": "InternVL2.5", "model_size_in_billions": 1, "model_format": "pytorch"}
+_STAMP = ".bench-stamp.json"
+
+
+@dataclass(frozen=True)
+class PreparedModel:
+    label: str  # "1B twin" / "1B full-size"
+    path: Path
+    full_size: bool
+
+    def config(self) -> dict[str, Any]:
+        return json.loads((self.path / "config.json").read_text(encoding="utf-8"))
+
+
+def twin(work_dir: Path) -> PreparedModel:
+    return _prepare(work_dir, full_size=False)
+
+
+def full_size(work_dir: Path) -> PreparedModel:
+    return _prepare(work_dir, full_size=True)
+
+
+def _prepare(work_dir: Path, *, full_size: bool) -> PreparedModel:
+    from vlserve.families.internvl2_5.twin import write_twin
+
+    folder = Path(work_dir) / "models" / (f"{ARCHITECTURE}-{'full' if full_size else 'twin'}")
+    stamp = {"architecture": ARCHITECTURE, "full_size": full_size, "builder": _builder_hash()}
+    stamp_file = folder / _STAMP
+    if not (stamp_file.exists() and json.loads(stamp_file.read_text()) == stamp):
+        stamp_file.unlink(missing_ok=True)
+        write_twin(ARCHITECTURE, folder, full_size=full_size)
+        stamp_file.write_text(json.dumps(stamp))
+    return PreparedModel(f"1B {'full-size' if full_size else 'twin'}", folder, full_size)
+
+
+def _builder_hash() -> str:
+    """Hash of the modules that decide a twin's bytes."""
+    from vlserve.families.internvl2_5 import twin as twin_module
+    from vlserve.families.internvl2_5 import twin_layout
+
+    digest = hashlib.sha256()
+    for module in (twin_module, twin_layout):
+        digest.update(Path(module.__file__).read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def resolved(quantization: str = "none", engine: str = "Transformers"):
+    """The registry spec both sides of a comparison serve (what a launch with LAUNCH_SPEC resolves to)."""
+    from vlserve.registry import Registry, resolve
+
+    return resolve(Registry.default(), model_engine=engine, quantization=quantization, **LAUNCH_SPEC)
+
+
+def launch_body(model: PreparedModel, uid: str, engine: str = "Transformers", quantization: str = "none",
+                **options: Any) -> dict[str, Any]:  # fmt: skip
+    """POST /v1/models body (Xinference's launch) for a prepared model; extra keys are engine options."""
+    return {**LAUNCH_SPEC, "model_engine": engine, "quantization": quantization, "model_uid": uid,
+            "model_path": str(model.path), **options}  # fmt: skip
+
+
+def load_engine(model: PreparedModel, quantization: str = "none", **options: Any):
+    """A loaded in-process Transformers engine (sync helper: runs the async load in its own loop)."""
+    import asyncio
+
+    from vlserve.engines import get_factory
+
+    engine = get_factory("Transformers").create(resolved(quantization), model.path, options)
+    asyncio.run(engine.load())
+    return engine
+
+
+def unload_engine(engine) -> None:
+    import asyncio
+    import gc
+
+    asyncio.run(engine.unload())
+    gc.collect()

@@ -1,0 +1,65 @@
+"""One run: the selected scenarios in a fixed order, each timed, a failure recorded (with its traceback in the work
+folder) without stopping the others; then the table, results-<profile>.json and RESULTS.md."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import time
+import traceback
+
+from rich.console import Console
+
+from benchmarks import machine, report
+from benchmarks.config import RunConfig
+from benchmarks.results import RunResult, ScenarioResult
+from benchmarks.scenarios import ORDER, Context, module_for
+
+
+class UnknownScenario(ValueError):
+    pass
+
+
+def select(only: tuple[str, ...]) -> tuple[str, ...]:
+    wanted = tuple(dict.fromkeys(s.strip().upper() for s in only if s.strip()))
+    unknown = [s for s in wanted if s not in ORDER]
+    if unknown:
+        raise UnknownScenario(f"unknown scenario id(s) {', '.join(unknown)}; choose from {', '.join(ORDER)}")
+    return tuple(s for s in ORDER if not wanted or s in wanted)
+
+
+def run(config: RunConfig, console: Console | None = None, command: str = "python -m benchmarks run") -> RunResult:
+    console = console or Console()
+    ids = select(config.only)
+    config.work_dir.mkdir(parents=True, exist_ok=True)
+    chart_dir = config.results_path.parent if config.results_path else None
+    ctx = Context(config, console, chart_dir)
+    started, start = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"), time.perf_counter()
+    facts, busy = machine.describe(), machine.busy_note()
+    results = [_run_one(ctx, scenario_id) for scenario_id in ids]
+    outcome = RunResult(config.profile, facts, results, started, time.perf_counter() - start, busy)
+    report.print_table(outcome, console)
+    (config.work_dir / f"results-{config.profile}.json").write_text(json.dumps(outcome.to_dict(), indent=2))
+    if config.results_path is not None:
+        report.write(outcome, config.results_path, command)
+        console.print(f"wrote {config.results_path}")
+    return outcome
+
+
+def _run_one(ctx: Context, scenario_id: str) -> ScenarioResult:
+    ctx.console.rule(f"{scenario_id}")
+    start = time.perf_counter()
+    try:
+        result = module_for(scenario_id).run(ctx)
+    except Exception as exc:  # noqa: BLE001 - one scenario failing must not lose the others' figures
+        log = ctx.work_dir / "logs" / f"{scenario_id}-failure.txt"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        log.write_text(traceback.format_exc())
+        ctx.console.print(f"[bold red]{scenario_id} failed: {type(exc).__name__}: {exc}[/] (traceback: {log})")
+        module = module_for(scenario_id)
+        result = ScenarioResult(scenario_id, getattr(module, "TITLE", scenario_id), getattr(module, "BASELINE", ""),
+                                status="failed", reason=f"{type(exc).__name__}: {exc}")  # fmt: skip
+    result.seconds = time.perf_counter() - start
+    if result.status == "skipped":
+        ctx.console.print(f"[yellow]{scenario_id} skipped: {result.reason}[/]")
+    return result
