@@ -46,9 +46,10 @@ def test_a_refused_launch_shows_the_servers_reason(page, server, tmp_path):
     status = page.locator("#launch-status")
     expect(status).to_have_attribute("data-status", "error")
     expect(status).to_contain_text("no-such-checkpoint")
-    page.fill("#launch-path", "")
+    page.reload()
     page.fill("#launch-options", "this is not an option")
     page.click("#launch-submit")
+    expect(page.locator("#launch-watch-title")).to_have_text("Launch refused")
     expect(status).to_have_text('engine options line 1: write key=value (got "this is not an option")')
     assert server.services.host.list() == []
 
@@ -129,3 +130,29 @@ def test_declining_the_key_stops_asking_until_the_button_is_used(page):
     expect(page.locator("#key-dialog")).to_be_hidden()
     page.click("#key-button")
     expect(page.locator("#key-dialog")).to_be_visible()
+
+
+def test_launch_progress_is_watched_and_can_be_cancelled(page):
+    """A hub download is played by request routing: progress shows, cancel calls the API, the end is reported."""
+    state = {"cancelled": False}
+
+    def describe(route):
+        if state["cancelled"]:
+            return route.fulfill(status=404, json={"error": {"message": "model 'slow' is not running"}})
+        return route.fulfill(json={"id": "slow", "status": "downloading", "progress": 0.378, "error": None})
+
+    def cancel(route):
+        state["cancelled"] = True
+        route.fulfill(json=None)
+
+    page.route("**/v1/models?wait_ready=false", lambda route: route.fulfill(json={"model_uid": "slow"}))
+    page.route("**/v1/models/slow", describe)
+    page.route("**/v1/models/slow/cancel", cancel)
+    page.goto("/ui#launch")
+    page.click("#launch-submit")
+    expect(page.locator("#launch-watch-title")).to_have_text("slow")
+    expect(page.locator("#launch-status")).to_have_text("downloading… 38%")
+    page.click("#launch-cancel")
+    expect(page.locator("#launch-status")).to_have_text("slow is no longer running (cancelled or terminated)")
+    expect(page.locator("#launch-cancel")).to_be_hidden()
+    assert state["cancelled"]

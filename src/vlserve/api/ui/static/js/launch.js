@@ -98,28 +98,25 @@ function launchBody() {
 }
 
 async function launch() {
-  let body;
-  try {
-    body = launchBody();
-  } catch (error) {
-    showStatus("error", error.message);
-    return;
-  }
   $("launch-submit").disabled = true;
   try {
+    const body = launchBody();
     const { model_uid: uid } = await request("/v1/models", { method: "POST", params: { wait_ready: "false" }, body });
     emit("models-changed");
     watch(uid);
   } catch (error) {
-    $("launch-watch").hidden = false;
-    $("launch-watch-title").textContent = "Launch refused";
-    $("launch-progress").hidden = true;
-    $("launch-cancel").hidden = true;
-    $("launch-chat").hidden = true;
-    showStatus("error", error.message);
+    refused(error.message);
   } finally {
     render();
   }
+}
+
+function refused(message) {
+  state.watching = null;
+  $("launch-watch").hidden = false;
+  $("launch-watch-title").textContent = "Launch refused";
+  for (const id of ["launch-progress", "launch-cancel", "launch-chat"]) $(id).hidden = true;
+  showStatus("error", message);
 }
 
 function showStatus(status, text) {
