@@ -64,6 +64,14 @@ def test_streaming_gives_role_then_content_then_finish_then_usage(client, model_
     assert chunks[-1].usage.prompt_tokens == whole.usage.prompt_tokens
 
 
+def test_models_list_and_retrieve(client, model_uid):
+    assert model_uid in [m.id for m in client.models.list()]
+    model = client.models.retrieve(model_uid)
+    assert model.id == model_uid and model.object == "model" and model.owned_by == "vlserve"
+    with pytest.raises(openai.NotFoundError):
+        client.models.retrieve("no-such-model")
+
+
 def test_streaming_without_include_usage_sends_no_usage_chunk(client, model_uid):
     chunks = list(client.chat.completions.create(model=model_uid, messages=ask(), max_tokens=3, stream=True))
     assert all(c.choices for c in chunks) and all(c.usage is None for c in chunks)

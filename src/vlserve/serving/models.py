@@ -81,11 +81,7 @@ class ModelService:
 
     def list_openai(self) -> dict[str, Any]:
         """The OpenAI list shape; xinference-client reads `data[*].id`, the rest is Xinference's description."""
-        data = [
-            {"id": r.uid, "object": "model", "created": int(r.created_at), "owned_by": "vlserve", **describe(r)}
-            for r in self.host.list()
-        ]
-        return {"object": "list", "data": data}
+        return {"object": "list", "data": [describe(r) for r in self.host.list()]}
 
     def progress(self, uid: str) -> dict[str, Any]:
         record = self.host.get(uid)
@@ -102,10 +98,12 @@ def model_version(resolved: ResolvedSpec) -> str:
 
 
 def describe(record: ModelRecord) -> dict[str, Any]:
-    """Xinference's model description, plus the launch state (status, progress, error) and what the engine reports."""
+    """OpenAI's model object (id, object, created, owned_by) and Xinference's model description, plus the launch
+    state (status, progress, error) and what the engine reports."""
     resolved, launch, info = record.resolved, record.launch, record.info
     family, spec = resolved.family, resolved.spec
     return {
+        "id": record.uid, "object": "model", "created": int(record.created_at), "owned_by": "vlserve",
         "model_type": "LLM", "address": "", "accelerators": [],
         "model_name": family.model_name, "model_lang": family.model_lang, "model_ability": family.model_ability,
         "model_description": family.model_description, "model_format": spec.model_format,
