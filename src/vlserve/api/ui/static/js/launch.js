@@ -45,9 +45,9 @@ async function selectFamily() {
   const chosen = family();
   if (!chosen) return;
   if (!(chosen.model_name in state.runnable)) {
-    // what this server can run; without it only the registry's rules apply
-    state.runnable[chosen.model_name] = await request(`/v1/engines/${encodeURIComponent(chosen.model_name)}`)
-      .catch(() => null);
+    // what this server can run (kept once known); without it only the registry's rules apply
+    const runnable = await request(`/v1/engines/${encodeURIComponent(chosen.model_name)}`).catch(() => null);
+    if (runnable) state.runnable[chosen.model_name] = runnable;
   }
   render();
 }
@@ -68,7 +68,7 @@ function reasons(options) {
 function render() {
   const chosen = family();
   if (!chosen) return;
-  const { options, pick, spec } = choices(chosen, state.pick, state.runnable[chosen.model_name]);
+  const { options, pick, spec } = choices(chosen, state.pick, state.runnable[chosen.model_name] ?? null);
   state.pick = pick;
   for (const field of FIELDS) {
     fillSelect($(SELECTS[field]), options[field], pick[field]);

@@ -27,12 +27,12 @@ export async function refresh() {
 }
 
 function show(models) {
+  $("models-empty").textContent = "No models are running. Launch one from the Launch tab.";
+  $("models-empty").hidden = models.length > 0;
   const json = JSON.stringify(models);
   if (json === last) return; // unchanged: keep the rows (and whatever the pointer is on)
   last = json;
   $("models-rows").replaceChildren(...models.map(row));
-  $("models-empty").textContent = "No models are running. Launch one from the Launch tab.";
-  $("models-empty").hidden = models.length > 0;
   $("models-count").textContent = models.length ? String(models.length) : "";
   emit("models", models);
 }
