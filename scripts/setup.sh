@@ -6,6 +6,7 @@
 #                   engine pins; on machines with its wheel in pip's find-links (as here) pip takes that file;
 #                   on a CUDA machine set e.g. VLSERVE_TORCH="torch==2.13.0" with a CUDA index instead)
 #   PYTHON          interpreter for the venv (default: python3.11, else python3)
+#   VLSERVE_SKIP_BROWSER=1   skip chromium + playwright (only the web UI tests need them; they skip without)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,13 +16,20 @@ TORCH=${VLSERVE_TORCH:-torch==2.13.0}
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 stamp=.venv/.vlserve-setup
 want=$( (cat pyproject.toml scripts/setup.sh; echo "$TORCH") | sha256sum | cut -d' ' -f1)
+extras() {
+  # the web UI tests drive Debian's chromium through playwright (each script returns at once when already done)
+  [ "${VLSERVE_SKIP_BROWSER:-0}" = 1 ] || scripts/install-browser.sh >/dev/null
+}
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+  extras
   exit 0
 fi
 
-pip() { .venv/bin/python -m pip --disable-pip-version-check -q "$@" 2>&1 | grep -v "^WARNING: Location" || true; }
+# pip's exit status is kept; only this machine's noise about missing local index folders is filtered out
+pip() { .venv/bin/python -m pip --disable-pip-version-check -q "$@" 2> >(grep -v "^WARNING: Location" >&2); }
 # torch first and explicitly: left to the resolver, a bare `torch` requirement pulls a multi-GB CUDA build.
 pip install "$TORCH"
 pip install -e ".[test]"
 .venv/bin/python -c "import vlserve, torch, transformers" # fail here, not in the tests, if the install is broken
 echo "$want" > "$stamp"
+extras
