@@ -1,0 +1,160 @@
+"""The vLLM engine: vLLM's AsyncLLM (engine core in its own process) behind the Engine protocol.
+
+The model family's `vllm_support` module registers its config class (no remote code), writes the tokenizer where
+vLLM loads it natively, and turns a conversation into prompt token ids + images + processor kwargs. This module
+owns vLLM's lifecycle and the request stream. AsyncLLM's background tasks live on the event loop that first sends
+it a request; start-up itself (tens of seconds) runs in a thread so the caller's loop keeps serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import logging
+import shutil
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from vlserve.engines.base import Delta, GenerateRequest, LoadedModelInfo
+from vlserve.engines.vllm_engine.options import LaunchOptions
+from vlserve.engines.vllm_engine.requests import DeltaMaker, check_request, vllm_sampling
+from vlserve.errors import EngineError, InvalidRequest, ModelNotReady
+
+if TYPE_CHECKING:
+    from vlserve.registry import ResolvedSpec
+
+log = logging.getLogger(__name__)
+
+
+class VllmEngine:
+    name = "vLLM"
+
+    def __init__(self, resolved: ResolvedSpec, model_dir: Path, options: LaunchOptions) -> None:
+        self.resolved, self.model_dir, self.options = resolved, Path(model_dir), options
+        self.family = importlib.import_module(f"vlserve.families.{resolved.family.model_family}.vllm_support")
+        self.llm: Any = None
+        self.tokenizer: Any = None
+        self.stop_ids: tuple[int, ...] = ()
+        self.info: LoadedModelInfo | None = None
+        self._workdir: Path | None = None
+        self._prep = ThreadPoolExecutor(max_workers=2, thread_name_prefix="vlserve-vllm-prep")
+
+    # ------------------------------------------------------------ lifecycle
+
+    async def load(self) -> LoadedModelInfo:
+        if self.info is None:
+            self.info = await asyncio.to_thread(self._load_sync)
+        return self.info
+
+    def _load_sync(self) -> LoadedModelInfo:
+        from vlserve.engines.vllm_engine.torchvision_shim import ensure_torchvision_importable
+
+        ensure_torchvision_importable()  # a venv without install-vllm.sh's .pth hook
+        from vllm.v1.engine.async_llm import AsyncLLM
+
+        started = time.monotonic()
+        self._workdir = Path(tempfile.mkdtemp(prefix="vlserve-vllm-"))
+        model_view = self.family.model_view(self.model_dir, self._workdir / "model")
+        self.tokenizer = self.family.load_tokenizer(self.model_dir)
+        self.stop_ids = self.family.stop_token_ids(self.model_dir, self.tokenizer)
+        args = self._engine_args(model_view)
+        self.family.register_vllm_model()
+        try:
+            self.llm = AsyncLLM.from_engine_args(args)
+        except Exception as exc:
+            self._cleanup()
+            raise EngineError(f"vLLM could not start {self.resolved.describe()}: {exc}") from exc
+        config = self.llm.vllm_config.model_config
+        log.info("vLLM engine for %s ready in %.1f s", self.resolved.describe(), time.monotonic() - started)
+        return LoadedModelInfo(
+            max_model_len=config.max_model_len, device=_device_name(), dtype=str(config.dtype).removeprefix("torch."),
+            extra={"quantization": self.resolved.quantization, "max_num_seqs": self.options.max_num_seqs,
+                   "tensor_parallel_size": self.options.parallel_size, "enforce_eager": self.options.enforce_eager,
+                   "limit_mm_per_prompt": self._mm_limits(), "startup_s": round(time.monotonic() - started, 1)},
+        )  # fmt: skip
+
+    def _engine_args(self, model_view: Path):
+        from vllm.engine.arg_utils import AsyncEngineArgs
+        from vllm.platforms import current_platform
+
+        opts = self.options
+        kv_bytes = opts.cpu_kv_cache_bytes() if current_platform.is_cpu() else None
+        return AsyncEngineArgs(
+            model=str(model_view), trust_remote_code=False,
+            served_model_name=self.resolved.model_name, dtype=opts.dtype, max_model_len=opts.max_model_len,
+            gpu_memory_utilization=opts.gpu_memory_utilization, tensor_parallel_size=opts.parallel_size,
+            enforce_eager=opts.enforce_eager, limit_mm_per_prompt=self._mm_limits(), max_num_seqs=opts.max_num_seqs,
+            seed=opts.seed, kv_cache_memory_bytes=kv_bytes, disable_log_stats=True,
+        )  # fmt: skip
+
+    def _mm_limits(self) -> dict[str, int]:
+        return {"image": self.family.DEFAULT_IMAGE_LIMIT, **self.options.limit_mm_per_prompt}
+
+    async def unload(self) -> None:
+        llm, self.llm, self.info = self.llm, None, None
+        if llm is not None:
+            handler = getattr(llm, "output_handler", None)
+            if handler is not None:  # stop reading outputs first, or it reports the engine's exit as a failure
+                handler.cancel()
+            await asyncio.to_thread(llm.shutdown)
+        self._cleanup()
+
+    def _cleanup(self) -> None:
+        if self._workdir is not None:
+            shutil.rmtree(self._workdir, ignore_errors=True)
+            self._workdir = None
+
+    # ------------------------------------------------------------ requests
+
+    async def abort(self, request_id: str) -> None:
+        if self.llm is not None:
+            await self.llm.abort(request_id)
+
+    async def generate(self, request: GenerateRequest) -> AsyncIterator[Delta]:
+        if self.llm is None:
+            raise ModelNotReady("the model is not loaded yet (or was unloaded); wait for load() to finish")
+        loop = asyncio.get_running_loop()
+        prompt = await loop.run_in_executor(self._prep, self.family.encode, self.tokenizer, request.messages)
+        self._check_images(prompt.images)
+        max_tokens = check_request(request.sampling, prompt.prompt_tokens, self.info.max_model_len, self.options.max_num_seqs)
+        params = vllm_sampling(request.sampling, max_tokens, self.stop_ids)
+        stream = self.llm.generate(prompt.as_vllm_prompt(), params, request.request_id)
+        maker, finished = DeltaMaker(), False
+        try:
+            async for output in stream:
+                for delta in maker.deltas(output):
+                    yield delta
+            finished = True
+        except (asyncio.CancelledError, GeneratorExit):
+            raise
+        except Exception as exc:
+            finished = True  # vLLM already aborted the request
+            raise _request_error(request.request_id, exc) from exc
+        finally:
+            if not finished:  # the caller stopped reading (client gone): closing vLLM's stream aborts the request
+                await stream.aclose()
+
+    def _check_images(self, images: list) -> None:
+        limit = self._mm_limits()["image"]
+        if len(images) > limit:
+            raise InvalidRequest(f"this request has {len(images)} images (video frames count as images) but the model "
+                                 f"was launched with limit_mm_per_prompt image={limit}; send fewer, or relaunch with "
+                                 "a higher limit", param="messages")  # fmt: skip
+
+
+def _request_error(request_id: str, exc: Exception) -> Exception:
+    """vLLM's client errors (bad input) become InvalidRequest; anything else an EngineError for this request."""
+    cause = exc.__cause__ or exc
+    if type(cause).__name__ in ("VLLMClientError", "VLLMValidationError", "ValueError"):
+        return InvalidRequest(f"vLLM refused request {request_id}: {cause}")
+    return EngineError(f"generation failed for {request_id}: {cause}")
+
+
+def _device_name() -> str:
+    from vllm.platforms import current_platform
+
+    return "cpu" if current_platform.is_cpu() else current_platform.device_type

@@ -1,0 +1,92 @@
+"""Launch options of the vLLM engine: a small, documented subset of vLLM's engine arguments, validated before vLLM
+sees them (an unknown or bad key is an InvalidRequest that names the valid ones, not a traceback from vLLM)."""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from vlserve.errors import InvalidRequest
+
+DTYPES = ("auto", "bfloat16", "float16", "float32")
+_DTYPE_ALIASES = {"bf16": "bfloat16", "fp16": "float16", "half": "float16", "fp32": "float32", "float": "float32"}
+KV_CACHE_ENV = "VLLM_CPU_KVCACHE_SPACE"
+
+
+class LaunchOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_model_len: int = Field(16384, ge=16, description="Prompt + output tokens per sequence.")
+    gpu_memory_utilization: float = Field(0.9, gt=0, le=1, description="Share of GPU memory vLLM may use (GPU only).")
+    n_gpu: int = Field(0, ge=0, description="GPUs to use; >1 splits the model over them (tensor parallel).")
+    tensor_parallel_size: int | None = Field(None, ge=1, description="Overrides n_gpu's tensor-parallel size.")
+    enforce_eager: bool = Field(False, description="Skip CUDA graphs / torch.compile (faster start, slower decode).")
+    limit_mm_per_prompt: dict[str, int] = Field(
+        default_factory=dict, description="Most items per prompt by modality, e.g. {'image': 16}; video frames "
+        "count as images. Default: the model family's (16 images for InternVL2.5)."
+    )  # fmt: skip
+    max_num_seqs: int = Field(16, ge=1, description="Sequences scheduled together.")
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
+        "auto", description="Weights/activations dtype; auto: the checkpoint's (AWQ on CPU needs bf16/fp16)."
+    )
+    cpu_kvcache_space_gib: float | None = Field(
+        None, gt=0, description=f"CPU KV-cache size in GiB ({KV_CACHE_ENV}); default: the environment's value, "
+        "else a quarter of available memory (1..64 GiB)."
+    )  # fmt: skip
+    seed: int = Field(0, description="Seed of vLLM's sampler for requests without their own seed.")
+
+    @field_validator("dtype", mode="before")
+    @classmethod
+    def _dtype_alias(cls, value: Any) -> Any:
+        if value is None or value == "":
+            return "auto"
+        return _DTYPE_ALIASES.get(str(value).lower(), str(value).lower())
+
+    @field_validator("limit_mm_per_prompt")
+    @classmethod
+    def _limits(cls, value: dict[str, int]) -> dict[str, int]:
+        bad = {k: v for k, v in value.items() if k not in ("image", "video") or v < 0}
+        if bad:
+            raise ValueError(f"limit_mm_per_prompt takes image/video counts >= 0, got {bad}")
+        return value
+
+    @classmethod
+    def parse(cls, options: dict[str, Any] | None) -> LaunchOptions:
+        options = dict(options or {})
+        unknown = sorted(set(options) - set(cls.model_fields))
+        if unknown:
+            raise InvalidRequest(
+                f"unknown vLLM engine option(s) {', '.join(unknown)}; valid options are {', '.join(cls.model_fields)}",
+                param=unknown[0],
+            )
+        try:
+            return cls.model_validate(options)
+        except ValidationError as exc:
+            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+            first = str(exc.errors()[0]["loc"][0]) if exc.errors() else None
+            raise InvalidRequest(f"invalid vLLM engine option(s): {problems}", param=first) from None
+
+    @property
+    def parallel_size(self) -> int:
+        return self.tensor_parallel_size or max(self.n_gpu, 1)
+
+    def cpu_kv_cache_bytes(self) -> int | None:
+        """The CPU KV-cache size to give vLLM; None when VLLM_CPU_KVCACHE_SPACE is set (vLLM then reads that)."""
+        if self.cpu_kvcache_space_gib is not None:
+            return int(self.cpu_kvcache_space_gib * 1024**3)
+        if os.environ.get(KV_CACHE_ENV):
+            return None
+        return int(min(max(_available_gib() / 4, 1), 64) * 1024**3)
+
+
+def _available_gib() -> float:
+    try:
+        with open("/proc/meminfo", encoding="ascii") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) / 1024**2
+    except OSError:
+        pass
+    return 4.0

@@ -1,0 +1,263 @@
+"""The vLLM engine on architecture twins (tiny dims, real configs/tokenizers, random weights), CPU, through the
+Engine API: the four deep twins answer images; tiles, video frames, streaming, stops, n, abort on the 1B (Qwen2)
+twin; launch options, supported specs and prompt ids (Qwen2 and InternLM2) without starting vLLM.
+
+The deep-twin test comes last so that the 1B engine the behaviour tests started is reused by its first case."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+import pytest_asyncio
+from conftest_vllm import HAVE_VLLM, MARKS, POOL, resolved
+from PIL import Image
+
+from vlserve.engines.base import ChatMessage, Delta, GenerateRequest, ImagePart, SamplingParams, TextPart, VideoPart
+from vlserve.errors import InvalidRequest
+
+DEEP = ["InternVL2_5-1B", "InternVL2_5-2B", "InternVL2_5-26B", "InternVL2_5-8B-AWQ"]
+GREEDY = SamplingParams(max_tokens=8, temperature=0.0)
+
+
+def image(seed: int, size: tuple[int, int] = (320, 240)) -> Image.Image:
+    pixels = np.random.default_rng(seed).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+    return Image.fromarray(pixels)
+
+
+def ask(text: str, *images: Image.Image, max_tiles: int | None = 1) -> tuple[ChatMessage, ...]:
+    return (ChatMessage("user", tuple(ImagePart(im, max_tiles) for im in images) + (TextPart(text),)),)
+
+
+async def collect(engine, request: GenerateRequest) -> dict[int, list[Delta]]:
+    out: dict[int, list[Delta]] = {}
+    async for delta in engine.generate(request):
+        out.setdefault(delta.index, []).append(delta)
+    return out
+
+
+async def answer(engine, messages, sampling=GREEDY, request_id="r") -> list[Delta]:
+    return (await collect(engine, GenerateRequest(request_id, messages, sampling)))[0]
+
+
+def vllm_test(test):
+    """Marks a test that starts vLLM: marked `vllm`, skipped without vLLM, run on the session event loop."""
+    for mark in MARKS:
+        test = mark(test)
+    return test
+
+
+def tokens_of(deltas: list[Delta]) -> list[int]:
+    return [t for d in deltas for t in d.token_ids]
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def vllm_pool():
+    yield POOL
+    await POOL.close()
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session", params=DEEP)
+async def deep_engine(request, vllm_pool, twin_dir):
+    return await vllm_pool.get(request.param, twin_dir(request.param))
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def qwen(vllm_pool, twin_dir):
+    return await vllm_pool.get("InternVL2_5-1B", twin_dir("InternVL2_5-1B"))
+
+
+# ---------------------------------------------------------------- without starting vLLM
+
+
+def test_unknown_launch_option_names_the_valid_ones():
+    from vlserve.engines.vllm_engine.options import LaunchOptions
+
+    with pytest.raises(InvalidRequest) as err:
+        LaunchOptions.parse({"max_model_length": 4096})
+    assert "max_model_length" in err.value.message and "max_model_len" in err.value.message
+
+
+@pytest.mark.parametrize("options", [{"max_model_len": 0}, {"dtype": "int3"}, {"limit_mm_per_prompt": {"audio": 1}},
+                                     {"gpu_memory_utilization": 1.5}, {"n_gpu": -1}])  # fmt: skip
+def test_bad_launch_option_values_are_invalid_requests(options):
+    from vlserve.engines import get_factory
+
+    with pytest.raises(InvalidRequest) as err:
+        get_factory("vLLM").create(resolved("InternVL2_5-1B"), "/nonexistent", options)
+    assert next(iter(options)) in err.value.message
+
+
+def test_launch_defaults_and_kv_cache_size(monkeypatch):
+    from vlserve.engines.vllm_engine.options import KV_CACHE_ENV, LaunchOptions
+
+    opts = LaunchOptions.parse({"n_gpu": 2, "dtype": "bf16"})
+    assert (opts.max_model_len, opts.parallel_size, opts.dtype) == (16384, 2, "bfloat16")
+    monkeypatch.delenv(KV_CACHE_ENV, raising=False)
+    assert 1024**3 <= opts.cpu_kv_cache_bytes() <= 64 * 1024**3
+    monkeypatch.setenv(KV_CACHE_ENV, "3")
+    assert opts.cpu_kv_cache_bytes() is None  # vLLM reads the variable itself
+    assert LaunchOptions.parse({"cpu_kvcache_space_gib": 1.5}).cpu_kv_cache_bytes() == int(1.5 * 1024**3)
+
+
+def test_supports_the_page_specs_only():
+    from vlserve.engines import get_factory
+    from vlserve.registry import ResolvedSpec
+    from vlserve.registry.store import builtin_families
+
+    factory = get_factory("vLLM")
+    family = builtin_families()["InternVL2.5"]
+    served = []
+    for spec in family.model_specs:
+        for quantization in spec.quantizations:
+            ok, reason = factory.supports(ResolvedSpec(family, spec, "vLLM", quantization))
+            if ok:
+                served.append((spec.size_label, quantization))
+            else:
+                assert "quantization" in reason or (not HAVE_VLLM and "install-vllm.sh" in reason)
+    expected = [(s, "none") for s in ("1", "2", "4", "8", "26", "38", "78")]
+    expected += [(s, "Int4") for s in ("4", "8", "26", "38", "78")]
+    assert sorted(served) == (sorted(expected) if HAVE_VLLM else [])
+
+
+def _tokenizer(twin_dir, architecture):
+    from vlserve.families.internvl2_5.tokenizer import load_tokenizer
+
+    return load_tokenizer(twin_dir(architecture))
+
+
+@pytest.mark.parametrize("architecture", ["InternVL2_5-1B", "InternVL2_5-2B"])
+def test_prompt_ids_equal_the_transformers_prompt_around_image_slots(twin_dir, architecture):
+    """Piecewise tokenization with `<image>` slots == tokenizing the expanded prompt, once slots are expanded."""
+    from vlserve.families.internvl2_5 import vllm_support
+    from vlserve.families.internvl2_5.loader import encode as hf_encode
+
+    tok = _tokenizer(twin_dir, architecture)
+    wide = (image(0, (896, 448)), image(1, (900, 430)))  # a 2x1 grid + thumbnail under 2 tiles
+    messages = (ChatMessage("user", (ImagePart(wide[0], 2), ImagePart(wide[1], 2), TextPart(" Compare  them\n"))),)
+    prompt = vllm_support.encode(tok, messages)
+    slot = tok("<image>", add_special_tokens=False)["input_ids"]
+    img, end, ctx = tok.convert_tokens_to_ids(["<img>", "</img>", "<IMG_CONTEXT>"])
+    expanded, i, tiles = [], 0, iter([3, 3])
+    ids = prompt.prompt_token_ids
+    while i < len(ids):
+        if ids[i : i + len(slot)] == slot:
+            expanded += [img] + [ctx] * (256 * next(tiles)) + [end]
+            i += len(slot)
+        else:
+            expanded.append(ids[i])
+            i += 1
+    assert expanded == hf_encode(tok, messages).input_ids
+    assert prompt.prompt_tokens == len(expanded) and prompt.mm_processor_kwargs == {"max_dynamic_patch": 2}
+
+
+def test_one_tile_images_join_any_budget_but_other_budgets_must_agree():
+    from vlserve.families.internvl2_5.tiling import ImageInput
+    from vlserve.families.internvl2_5.vllm_support import plan_images
+
+    wide = image(0, (900, 300))
+    images, budget = plan_images([ImageInput(wide, 1), ImageInput(image(1), 12)])
+    assert budget == 12 and images[0].size == (448, 448) and images[1].size == (320, 240)
+    images, budget = plan_images([ImageInput(image(2, (448, 448)), 6), ImageInput(image(3), 12)])
+    assert budget == 12  # a square image tiles 1x1 under both budgets
+    with pytest.raises(InvalidRequest, match="tile budgets"):
+        plan_images([ImageInput(wide, 2), ImageInput(image(4), 12)])
+
+
+# ---------------------------------------------------------------- behaviour on the 1B (Qwen2) twin
+
+
+@vllm_test
+async def test_multi_image_and_tiles_change_the_prompt_by_256_per_tile(qwen):
+    one = (await answer(qwen, ask("Compare.", image(1), image(2), max_tiles=1)))[-1].prompt_tokens
+    six = (await answer(qwen, ask("Compare.", image(1), image(2), max_tiles=6)))[-1].prompt_tokens
+    # 320x240 under 6 tiles: a 3x2 grid + thumbnail = 7 tiles per image
+    assert six - one == 2 * 256 * (7 - 1)
+
+
+@vllm_test
+async def test_video_frames_are_one_tile_images(qwen):
+    frames = tuple(image(10 + i) for i in range(3))
+    messages = (ChatMessage("user", (VideoPart(frames), TextPart("What happens?"))),)
+    deltas = await answer(qwen, messages)
+    text_only = (await answer(qwen, (ChatMessage.text("user", "What happens?"),)))[-1].prompt_tokens
+    assert deltas[-1].prompt_tokens - text_only > 3 * (256 + 2)
+
+
+@vllm_test
+async def test_streamed_text_is_the_decoded_tokens_and_greedy_repeats(qwen):
+    from vlserve.families.internvl2_5.tokenizer import load_tokenizer
+
+    sampling = SamplingParams(max_tokens=16, temperature=0.0, ignore_eos=True)
+    first = await answer(qwen, ask("Describe.", image(3)), sampling, "s1")
+    second = await answer(qwen, ask("Describe.", image(3)), sampling, "s2")
+    assert tokens_of(first) == tokens_of(second) and len(tokens_of(first)) == 16
+    tok = load_tokenizer(qwen.model_dir)
+    assert "".join(d.text for d in first) == tok.decode(tokens_of(first), skip_special_tokens=True)
+    assert first[-1].finish_reason == "length" and first[-1].completion_tokens == 16
+
+
+@vllm_test
+async def test_stop_string_ends_the_text_before_it(qwen):
+    sampling = SamplingParams(max_tokens=16, temperature=0.0, ignore_eos=True)
+    full = "".join(d.text for d in await answer(qwen, ask("Describe.", image(4)), sampling, "full"))
+    stop = full[len(full) // 2 : len(full) // 2 + 2]
+    assert stop.strip(), f"pick a visible stop string from {full!r}"
+    stopped = await answer(qwen, ask("Describe.", image(4)), SamplingParams(max_tokens=16, temperature=0.0,
+                                                                             ignore_eos=True, stop=(stop,)), "stop")  # fmt: skip
+    assert "".join(d.text for d in stopped) == full[: full.index(stop)]
+    assert stopped[-1].finish_reason == "stop"
+
+
+@vllm_test
+async def test_n_choices_with_seed(qwen):
+    sampling = SamplingParams(max_tokens=5, temperature=1.0, n=2, seed=7, ignore_eos=True)
+    out = await collect(qwen, GenerateRequest("n2", ask("Hi", image(5)), sampling))
+    assert sorted(out) == [0, 1]
+    assert all(deltas[-1].completion_tokens == 5 and deltas[-1].finish_reason == "length" for deltas in out.values())
+    again = await collect(qwen, GenerateRequest("n2b", ask("Hi", image(5)), sampling))
+    assert {i: tokens_of(d) for i, d in out.items()} == {i: tokens_of(d) for i, d in again.items()}
+
+
+@vllm_test
+async def test_abort_ends_the_stream_and_the_engine_keeps_serving(qwen):
+    sampling = SamplingParams(max_tokens=2000, temperature=0.0, ignore_eos=True)
+    stream = qwen.generate(GenerateRequest("long", ask("Go on.", image(6)), sampling))
+    seen = [await stream.__anext__()]
+    await qwen.abort("long")
+    seen += [d async for d in stream]
+    assert seen[-1].finish_reason == "abort" and seen[-1].completion_tokens < 2000
+    assert qwen.llm.get_num_unfinished_requests() == 0
+    assert (await answer(qwen, ask("Again.", image(6)), request_id="after"))[-1].finish_reason in ("stop", "length")
+
+
+@vllm_test
+async def test_a_dropped_stream_aborts_its_request(qwen):
+    sampling = SamplingParams(max_tokens=2000, temperature=0.0, ignore_eos=True)
+    stream = qwen.generate(GenerateRequest("dropped", ask("Go on.", image(7)), sampling))
+    await stream.__anext__()
+    await stream.aclose()  # what the server does when the client disconnects
+    for _ in range(50):
+        if qwen.llm.get_num_unfinished_requests() == 0:
+            break
+        await asyncio.sleep(0.1)
+    assert qwen.llm.get_num_unfinished_requests() == 0
+
+
+@vllm_test
+async def test_too_many_images_is_an_invalid_request(qwen):
+    with pytest.raises(InvalidRequest, match="limit_mm_per_prompt"):
+        await answer(qwen, ask("Count.", *[image(i) for i in range(17)]))
+
+
+# ---------------------------------------------------------------- the four deep twins (last: see the docstring)
+
+
+@vllm_test
+async def test_deep_twins_answer_an_image(deep_engine):
+    deltas = await answer(deep_engine, ask("What is in the image?", image(0)), SamplingParams(max_tokens=4))
+    last = deltas[-1]
+    assert last.finish_reason in ("stop", "length") and 1 <= last.completion_tokens <= 4
+    assert last.prompt_tokens > 256 + 2  # one tile + <img></img> + text
+    assert deep_engine.info.device == "cpu"
