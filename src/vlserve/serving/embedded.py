@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import socket
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
@@ -19,16 +21,17 @@ import anyio
 
 from vlserve.engines import get_factory
 from vlserve.engines.base import Delta, Engine, EngineFactory, GenerateRequest, LoadedModelInfo
-from vlserve.errors import EngineError, EngineUnavailable, ModelNotReady, NotFound, VlserveError
+from vlserve.errors import EngineError, InvalidRequest, ModelNotReady, NotFound, VlserveError
 from vlserve.hub import ensure_local
-from vlserve.registry import ResolvedSpec
-from vlserve.serving.records import LaunchRequest, ModelRecord, Phase, allocate_uid
+from vlserve.serving.launching import (
+    FetchModel, abort_quietly, check_engine, engine_factory, failure_reason, fetch_model_dir, start_engine,
+    unload_quietly,
+)
+from vlserve.serving.records import LaunchRequest, ModelRecord, NodeInfo, Phase, ReplicaInfo, allocate_uid
 from vlserve.serving.replicas import ReplicaSet
 
 log = logging.getLogger(__name__)
-
-# ensure_local(resolved, *, download_hub, model_path, on_progress) -> Path, blocking (it runs in a thread)
-FetchModel = Callable[..., Path]
+LOCAL_NODE = "local"
 
 
 @dataclass
@@ -62,24 +65,14 @@ class EmbeddedHost:
     # -- launching ---------------------------------------------------------------------------------------------
 
     async def launch(self, request: LaunchRequest) -> ModelRecord:
-        await asyncio.to_thread(self._check_engine, request.resolved)
+        _refuse_placement(request)
+        await asyncio.to_thread(check_engine, self._factory_for, request.resolved)
         uid = allocate_uid(request.model_uid, request.resolved.model_name, self._slots)
         slot = _Slot(ModelRecord(uid=uid, launch=request, phase=Phase.DOWNLOADING, created_at=time.time()))
         self._slots[uid] = slot
         slot.task = asyncio.create_task(self._bring_up(slot), name=f"launch {uid}")
         log.info("launching %s as %s", request.resolved.describe(), uid)
         return slot.record
-
-    def _factory(self, engine: str) -> EngineFactory:
-        try:
-            return self._factory_for(engine)
-        except ImportError as exc:
-            raise EngineUnavailable(f"engine {engine} is not installed here ({exc})", param="model_engine") from exc
-
-    def _check_engine(self, resolved: ResolvedSpec) -> None:
-        ok, reason = self._factory(resolved.engine).supports(resolved)
-        if not ok:
-            raise EngineUnavailable(reason, param="model_engine")
 
     async def _bring_up(self, slot: _Slot) -> None:
         engines: list[Engine] = []
@@ -92,9 +85,9 @@ class EmbeddedHost:
             log.info("%s is ready (%s, %s)", slot.record.uid, info.device, info.dtype)
         except BaseException as exc:
             with anyio.CancelScope(shield=True):
-                await _unload_quietly(engines)
+                await unload_quietly(engines)
             slot.failure = exc
-            slot.update(phase=Phase.ERROR, error=_reason(exc))
+            slot.update(phase=Phase.ERROR, error=failure_reason(exc))
             if not isinstance(exc, asyncio.CancelledError):
                 log.warning("launching %s failed: %s", slot.record.uid, slot.record.error)
             if not isinstance(exc, Exception):
@@ -108,22 +101,16 @@ class EmbeddedHost:
         def on_progress(fraction: float) -> None:  # called from the download thread
             slot.update(download_progress=max(0.0, min(1.0, float(fraction))))
 
-        return await asyncio.to_thread(
-            self._fetch_model,
-            launch.resolved,
-            download_hub=launch.download_hub,
-            model_path=launch.model_path,
-            on_progress=on_progress,
-        )
+        return await asyncio.to_thread(fetch_model_dir, self._fetch_model, launch, on_progress)
 
     async def _load_replicas(self, slot: _Slot, model_dir: Path, engines: list[Engine]) -> LoadedModelInfo:
         launch = slot.record.launch
-        factory = self._factory(launch.resolved.engine)
+        factory = engine_factory(self._factory_for, launch.resolved.engine)
         infos = []
         for _ in range(launch.replica):
-            engine = await asyncio.to_thread(factory.create, launch.resolved, model_dir, launch.engine_options())
+            engine, info = await start_engine(factory, launch, model_dir)
             engines.append(engine)
-            infos.append(await engine.load())
+            infos.append(info)
         return infos[0]  # replicas are identical; replica >= 1 is validated at the edge
 
     async def wait_ready(self, uid: str, timeout: float | None = None) -> ModelRecord:
@@ -139,10 +126,15 @@ class EmbeddedHost:
     # -- looking up --------------------------------------------------------------------------------------------
 
     def get(self, uid: str) -> ModelRecord:
-        return self._slot(uid).record
+        return _with_replicas(self._slot(uid))
 
     def list(self) -> list[ModelRecord]:
-        return [slot.record for slot in self._slots.values()]
+        return [_with_replicas(slot) for slot in self._slots.values()]
+
+    async def nodes(self) -> list[NodeInfo]:
+        """This machine, holding every replica."""
+        held = tuple(f"{r.uid}/{i.index}" for r in self.list() for i in r.replicas)
+        return [local_node(held)]
 
     def in_flight(self, uid: str) -> tuple[int, ...]:
         """Running requests per replica."""
@@ -188,7 +180,7 @@ class EmbeddedHost:
             replicas.release(index)
             if not finished:  # the caller went away or the engine failed: stop the engine's work on it
                 with anyio.CancelScope(shield=True):
-                    await _abort_quietly(engine, request.request_id)
+                    await abort_quietly(engine, request.request_id)
 
     async def abort(self, uid: str, request_id: str) -> None:
         engine = self._slot(uid).running.get(request_id)
@@ -207,7 +199,7 @@ class EmbeddedHost:
                 slot.task.cancel()
                 await asyncio.gather(slot.task, return_exceptions=True)
             for request_id, engine in list(slot.running.items()):
-                await _abort_quietly(engine, request_id)
+                await abort_quietly(engine, request_id)
             if slot.replicas is not None:
                 await slot.replicas.unload()
         finally:
@@ -220,12 +212,39 @@ class EmbeddedHost:
                 await self.terminate(uid)
 
 
-def _reason(exc: BaseException) -> str:
-    if isinstance(exc, VlserveError):
-        return exc.message
-    if isinstance(exc, asyncio.CancelledError):
-        return "launch cancelled"
-    return f"{type(exc).__name__}: {exc}"
+def _refuse_placement(request: LaunchRequest) -> None:
+    for key in ("worker_ip", "gpu_idx"):
+        if getattr(request, key) is not None:
+            raise InvalidRequest(f"launch option {key!r} is not supported by this server (it serves models in its own "
+                                 "process); start it with --cluster ray to place replicas on nodes", param=key)  # fmt: skip
+
+
+def _with_replicas(slot: _Slot) -> ModelRecord:
+    if slot.replicas is None:
+        return slot.record
+    replicas = slot.replicas
+    infos = tuple(ReplicaInfo(i, "ready", LOCAL_NODE, "127.0.0.1", in_flight=n, served=served)
+                  for i, (n, served) in enumerate(zip(replicas.in_flight, replicas.served)))  # fmt: skip
+    return replace(slot.record, replicas=infos)
+
+
+def local_node(replicas: tuple[str, ...] = ()) -> NodeInfo:
+    """The server's own machine: CPUs, memory and NVIDIA GPUs as the OS reports them (no torch import)."""
+    resources = {"CPU": float(os.cpu_count() or 1), "GPU": float(_gpu_count()), "memory": float(_memory_bytes())}
+    return NodeInfo(LOCAL_NODE, socket.gethostname(), alive=True, is_head=True, resources=resources,
+                    available=dict(resources), replicas=replicas)  # fmt: skip
+
+
+def _gpu_count() -> int:
+    gpus = Path("/proc/driver/nvidia/gpus")
+    return len(list(gpus.iterdir())) if gpus.is_dir() else 0
+
+
+def _memory_bytes() -> int:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError):
+        return 0
 
 
 def _as_vlserve_error(slot: _Slot) -> VlserveError:
@@ -234,16 +253,3 @@ def _as_vlserve_error(slot: _Slot) -> VlserveError:
     return EngineError(f"launching {slot.record.uid} failed: {slot.record.error}")
 
 
-async def _abort_quietly(engine: Engine, request_id: str) -> None:
-    try:
-        await engine.abort(request_id)
-    except Exception:  # the request may be gone already; aborting must never fail a cleanup
-        log.exception("aborting request %s failed", request_id)
-
-
-async def _unload_quietly(engines: list[Engine]) -> None:
-    for engine in engines:
-        try:
-            await engine.unload()
-        except Exception:
-            log.exception("unloading a half-launched engine failed")

@@ -1,7 +1,7 @@
 """The hosting seam: where launched models live and how requests reach them.
 
 The API and the services speak only to a `ModelHost`. The embedded host (vlserve.serving.embedded) keeps models in
-the server process; a Ray host can implement the same verbs later without touching the API or the engines.
+the server process; the Ray host (vlserve.serving.ray) runs each replica as a Ray actor on a cluster's nodes.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 from typing import Protocol
 
 from vlserve.engines.base import Delta, GenerateRequest
-from vlserve.serving.records import LaunchRequest, ModelRecord
+from vlserve.serving.records import LaunchRequest, ModelRecord, NodeInfo
 
 
 class ModelHost(Protocol):
@@ -27,6 +27,10 @@ class ModelHost(Protocol):
         ...
 
     def list(self) -> list[ModelRecord]: ...
+
+    async def nodes(self) -> list[NodeInfo]:
+        """The machines models can run on, their resources and the replicas each holds."""
+        ...
 
     def stream(self, uid: str, request: GenerateRequest) -> AsyncIterator[Delta]:
         """Run one request on a ready model (on the least busy replica) and yield its deltas."""

@@ -17,12 +17,12 @@ from vlserve.hub import local_model_path
 from vlserve.registry import KNOWN_ENGINES, Registry, ResolvedSpec, resolve
 from vlserve.serving.host import ModelHost
 from vlserve.serving.protocol import LaunchBody
-from vlserve.serving.records import LaunchRequest, ModelRecord, Phase
+from vlserve.serving.records import LaunchRequest, ModelRecord, Phase, ReplicaInfo
 
 # Launch keys xinference-client always sends. Unset (None/False/empty) they are dropped; set, they are refused,
 # because this server has no equivalent and silently ignoring them would surprise the caller.
 _XINFERENCE_ONLY = (
-    "peft_model_config", "request_limits", "worker_ip", "gpu_idx", "replica_config", "enable_thinking",
+    "peft_model_config", "request_limits", "replica_config", "enable_thinking",
     "enable_virtual_env", "virtual_env_packages", "virtual_env_find_links", "envs",
 )
 # Xinference's instance status names (LaunchStatus) for each phase.
@@ -55,6 +55,7 @@ class ModelService:
             raise InvalidRequest(f"model_engine is required; choose one of {', '.join(KNOWN_ENGINES)}",
                                  param="model_engine")
         options = body.engine_options()
+        worker_ip, gpu_idx = options.pop("worker_ip", None) or None, _gpu_idx(options.pop("gpu_idx", None))
         for key in _XINFERENCE_ONLY:
             if options.pop(key, None):
                 raise InvalidRequest(f"launch option {key!r} is not supported by this server", param=key)
@@ -64,7 +65,8 @@ class ModelService:
         if body.model_path is not None:
             local_model_path(body.model_path)  # refuse a wrong folder now, not after the launch has started
         return LaunchRequest(resolved=resolved, model_uid=body.model_uid, replica=body.replica, n_gpu=body.n_gpu,
-                             download_hub=body.download_hub, model_path=body.model_path, options=options)
+                             download_hub=body.download_hub, model_path=body.model_path, options=options,
+                             worker_ip=worker_ip, gpu_idx=gpu_idx)  # fmt: skip
 
     async def terminate(self, uid: str) -> None:
         await self.host.terminate(uid)
@@ -92,6 +94,16 @@ class ModelService:
         return [_instance(r) for r in records]
 
 
+def _gpu_idx(value: Any) -> tuple[int, ...] | None:
+    """Xinference's gpu_idx: one index or a list of them; the host decides whether it can honour them."""
+    if value is None or value == []:
+        return None
+    values = value if isinstance(value, list) else [value]
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in values):
+        raise InvalidRequest(f"gpu_idx must be a GPU index or a list of them (got {value!r})", param="gpu_idx")
+    return tuple(values)
+
+
 def model_version(resolved: ResolvedSpec) -> str:
     """Xinference's version string, e.g. InternVL2.5--1B--pytorch--none."""
     return f"{resolved.model_name}--{resolved.spec.size_label}B--{resolved.spec.model_format}--{resolved.quantization}"
@@ -115,7 +127,14 @@ def describe(record: ModelRecord) -> dict[str, Any]:
         "status": record.phase.value, "progress": record.progress, "error": record.error,
         "max_model_len": info.max_model_len if info else None,
         "device": info.device if info else None, "dtype": info.dtype if info else None,
+        "placement": [_placement(r) for r in record.replicas],
     }
+
+
+def _placement(replica: ReplicaInfo) -> dict[str, Any]:
+    return {"replica": replica.index, "state": replica.state, "node_id": replica.node_id, "node_ip": replica.node_ip,
+            "in_flight": replica.in_flight, "served": replica.served, "restarts": replica.restarts,
+            "error": replica.error}  # fmt: skip
 
 
 def _instance(record: ModelRecord) -> dict[str, Any]:

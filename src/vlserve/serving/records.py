@@ -35,6 +35,8 @@ class LaunchRequest:
     download_hub: str | None = None
     model_path: str | None = None
     options: Mapping[str, Any] = field(default_factory=dict)
+    worker_ip: str | None = None  # pin the replicas to one node (cluster hosts only)
+    gpu_idx: tuple[int, ...] | None = None  # exact GPU indices (hosts that can honour them)
 
     def engine_options(self) -> dict[str, Any]:
         """What the engine factory receives: the extra launch keys, plus n_gpu when the caller chose one."""
@@ -42,6 +44,33 @@ class LaunchRequest:
         if self.n_gpu not in (None, "auto"):
             options["n_gpu"] = self.n_gpu
         return options
+
+
+@dataclass(frozen=True)
+class ReplicaInfo:
+    """Where one replica of a model runs and how it is doing."""
+
+    index: int
+    state: str  # starting, ready, restarting, dead
+    node_id: str
+    node_ip: str
+    in_flight: int = 0
+    served: int = 0  # requests finished on it
+    restarts: int = 0
+    error: str | None = None  # why it restarted or died
+
+
+@dataclass(frozen=True)
+class NodeInfo:
+    """One machine of the serving cluster (the embedded host has one), its resources and the replicas it holds."""
+
+    node_id: str
+    address: str
+    alive: bool
+    is_head: bool
+    resources: Mapping[str, float]  # totals: CPU, GPU, memory (bytes), custom resources
+    available: Mapping[str, float]
+    replicas: tuple[str, ...] = ()  # "uid/index"
 
 
 @dataclass(frozen=True)
@@ -55,6 +84,7 @@ class ModelRecord:
     download_progress: float = 0.0  # 0..1, from the hub's callback
     error: str | None = None
     info: LoadedModelInfo | None = None
+    replicas: tuple[ReplicaInfo, ...] = ()  # filled by the host when it hands the record out
 
     @property
     def resolved(self) -> ResolvedSpec:

@@ -11,6 +11,7 @@ class ReplicaSet:
     def __init__(self, engines: Sequence[Engine]) -> None:
         self.engines = list(engines)
         self._in_flight = [0] * len(self.engines)
+        self._served = [0] * len(self.engines)
 
     def acquire(self) -> int:
         """Pick the replica with the fewest running requests (the first on ties) and count one more on it."""
@@ -20,6 +21,12 @@ class ReplicaSet:
 
     def release(self, index: int) -> None:
         self._in_flight[index] -= 1
+        self._served[index] += 1
+
+    @property
+    def served(self) -> tuple[int, ...]:
+        """Requests each replica has finished (done, failed or aborted)."""
+        return tuple(self._served)
 
     @property
     def in_flight(self) -> tuple[int, ...]:
@@ -30,3 +37,4 @@ class ReplicaSet:
             await engine.unload()
         self.engines.clear()
         self._in_flight.clear()
+        self._served.clear()
