@@ -24,16 +24,13 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
-python - <<PY
-import time, urllib.request
-for _ in range(240):
-    try:
-        urllib.request.urlopen("$VLSERVE_ENDPOINT/health", timeout=1); break
-    except OSError:
-        time.sleep(0.5)
-else:
-    raise SystemExit("server did not start")
-PY
+up() { python -c "import urllib.request; urllib.request.urlopen('$VLSERVE_ENDPOINT/health', timeout=1)" 2>/dev/null; }
+for _ in $(seq 240); do
+  up && break
+  kill -0 "$server" 2>/dev/null || { echo "the server exited during start-up" >&2; exit 1; }
+  sleep 0.5
+done
+up || { echo "the server did not answer within 2 minutes" >&2; exit 1; }
 
 extra=()
 if [ "${DEMO_REAL:-0}" != 1 ]; then
