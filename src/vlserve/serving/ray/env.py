@@ -1,0 +1,36 @@
+"""The process environment Ray reads when it is imported: set here, before `import ray`, so that
+
+- usage stats are never sent (`RAY_USAGE_STATS_ENABLED=0`);
+- Ray's sockets, logs and session files go to a temporary folder of this run (`RAY_TMPDIR`), not a shared /tmp/ray;
+- a cluster this process starts gets a fresh auth token from the environment (`RAY_AUTH_TOKEN`), so Ray does not
+  write one under ~/.ray;
+- a cluster this process starts listens on loopback only (`RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`; measured: without
+  it Ray binds the machine's routable address). Joining an existing cluster leaves this alone.
+
+Values the user already set win, except that a started-here cluster always gets its own token when none is set.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import sys
+import tempfile
+
+_DEFAULTS = {"RAY_USAGE_STATS_ENABLED": "0"}
+
+
+def prepare(*, local: bool) -> None:
+    """Set Ray's environment for this process (`local`: this process starts the cluster). Call before `import ray`;
+    a second call after Ray was imported changes nothing Ray has already read."""
+    for key, value in _DEFAULTS.items():
+        os.environ.setdefault(key, value)
+    if "RAY_TMPDIR" not in os.environ:
+        os.environ["RAY_TMPDIR"] = tempfile.mkdtemp(prefix="vlserve-ray-")
+    if local:
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+        os.environ.setdefault("RAY_AUTH_TOKEN", secrets.token_hex(32))
+
+
+def ray_imported() -> bool:
+    return "ray" in sys.modules

@@ -1,0 +1,62 @@
+"""The Ray host's view of one replica actor and of one model's replicas: state, placement, requests in flight,
+and the least-in-flight choice among the ready ones."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from vlserve.serving.records import ModelRecord, ReplicaInfo
+
+
+@dataclass
+class Replica:
+    index: int
+    actor: Any  # ray.actor.ActorHandle
+    placement_group: Any = None  # tensor-parallel replicas only
+    state: str = "starting"  # starting, ready, restarting, dead
+    node_id: str = ""
+    node_ip: str = ""
+    pid: int | None = None
+    in_flight: int = 0
+    served: int = 0
+    restarts: int = 0
+    error: str | None = None
+    watcher: asyncio.Task | None = None
+
+    def place(self, where: dict[str, Any]) -> None:
+        self.node_id, self.node_ip, self.pid = where["node_id"], where["node_ip"], where["pid"]
+
+    def info(self) -> ReplicaInfo:
+        return ReplicaInfo(self.index, self.state, self.node_id, self.node_ip, self.in_flight, self.served,
+                           self.restarts, self.error)  # fmt: skip
+
+    def label(self, uid: str) -> str:
+        return f"replica {self.index} of {uid} (node {self.node_ip} {self.node_id[:12]}, pid {self.pid})"
+
+
+@dataclass
+class Slot:
+    """Everything behind one uid; only the host touches it."""
+
+    record: ModelRecord
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
+    failure: BaseException | None = None
+    task: asyncio.Task | None = None
+    replicas: list[Replica] = field(default_factory=list)
+    running: dict[str, Replica] = field(default_factory=dict)  # request id -> replica
+    closing: bool = False
+    created: float = field(default_factory=time.monotonic)
+
+    def update(self, **changes: Any) -> None:
+        self.record = replace(self.record, **changes)
+
+    def snapshot(self) -> ModelRecord:
+        return replace(self.record, replicas=tuple(r.info() for r in self.replicas))
+
+    def pick(self) -> Replica | None:
+        """The ready replica with the fewest requests in flight (the first on ties)."""
+        ready = [r for r in self.replicas if r.state == "ready"]
+        return min(ready, key=lambda r: r.in_flight) if ready else None
