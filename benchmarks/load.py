@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
+from benchmarks.inprocess import InProcessEngine
 from benchmarks.workload import RequestSpec
 
 
@@ -131,8 +132,9 @@ async def _sse_chunks(response):
 # ---------------------------------------------------------------- in-process engine
 
 
-def run_engine(engine, specs: Sequence[RequestSpec], concurrency: int) -> LoadResult:
-    return asyncio.run(closed_loop(specs, concurrency, lambda spec: engine_request(engine, spec)))
+def run_engine(host: InProcessEngine, specs: Sequence[RequestSpec], concurrency: int) -> LoadResult:
+    """The wave on the engine's own loop (see benchmarks.inprocess for why not a fresh loop per wave)."""
+    return host.call(closed_loop(specs, concurrency, lambda spec: engine_request(host.engine, spec)))
 
 
 _ids = itertools.count()

@@ -72,22 +72,3 @@ def launch_body(model: PreparedModel, uid: str, engine: str = "Transformers", qu
     """POST /v1/models body (Xinference's launch) for a prepared model; extra keys are engine options."""
     return {**LAUNCH_SPEC, "model_engine": engine, "quantization": quantization, "model_uid": uid,
             "model_path": str(model.path), **options}  # fmt: skip
-
-
-def load_engine(model: PreparedModel, quantization: str = "none", **options: Any):
-    """A loaded in-process Transformers engine (sync helper: runs the async load in its own loop)."""
-    import asyncio
-
-    from vlserve.engines import get_factory
-
-    engine = get_factory("Transformers").create(resolved(quantization), model.path, options)
-    asyncio.run(engine.load())
-    return engine
-
-
-def unload_engine(engine) -> None:
-    import asyncio
-    import gc
-
-    asyncio.run(engine.unload())
-    gc.collect()

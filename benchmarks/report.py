@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from benchmarks.results import RunResult, ScenarioResult
@@ -18,23 +19,24 @@ VERDICT_STYLE = {"pass": "green", "MISS": "bold red", "info": "cyan"}
 def table(run: RunResult) -> Table:
     grid = Table(title=f"vlserve benchmarks ({run.profile} profile)", show_lines=False)
     for column in ("id", "check", "median [min–max] (n)", "target", "verdict"):
-        grid.add_column(column, overflow="fold")
+        grid.add_column(escape(column), overflow="fold")
     for scenario in run.scenarios:
         if scenario.status != "ok":
             style = "yellow" if scenario.status == "skipped" else "bold red"
-            grid.add_row(scenario.id, scenario.title, scenario.reason, "", f"[{style}]{scenario.status}[/]")
+            grid.add_row(scenario.id, escape(scenario.title), escape(scenario.reason), "", f"[{style}]{scenario.status}[/]")
             continue
         for check in scenario.checks:
             verdict = check.verdict()
-            grid.add_row(scenario.id, check.figure.name, check.figure.spread(),
-                         check.target.text if check.target else "", f"[{VERDICT_STYLE[verdict]}]{verdict}[/]")  # fmt: skip
+            target = check.target.text if check.target else ""
+            grid.add_row(scenario.id, escape(check.figure.name), escape(check.figure.spread()), escape(target),
+                         f"[{VERDICT_STYLE[verdict]}]{verdict}[/]")  # fmt: skip
     return grid
 
 
 def print_table(run: RunResult, console: Console) -> None:
     console.print(table(run))
     if run.busy_note:
-        console.print(f"[yellow]note: {run.busy_note}[/]")
+        console.print(f"[yellow]note: {escape(run.busy_note)}[/]")
 
 
 # ---------------------------------------------------------------- RESULTS.md
