@@ -79,16 +79,49 @@ def parse_extra_options(args: list[str]) -> dict[str, Any]:
     return options
 
 
+def _server_help(field: str) -> str:
+    from vlserve.api.config import ServerConfig
+
+    return ServerConfig.model_fields[field].description or ""
+
+
+def _read_keys(path: Path) -> list[str]:
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise typer.BadParameter(f"cannot read {path}: {exc.strerror}") from None
+    return [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+
+
 @app.command()
 def serve(
-    host: Annotated[str, typer.Option(help="Address to bind; 0.0.0.0 exposes the server to the network.")] = "127.0.0.1",
+    host: Annotated[str, typer.Option(help=_server_help("host"))] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 9997,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+    api_key: Annotated[Optional[list[str]], typer.Option(
+        "--api-key", help="Require this Bearer key (repeatable). " + _server_help("api_keys"))] = None,
+    api_keys_file: Annotated[Optional[Path], typer.Option(
+        help="File of accepted keys, one per line (# comments allowed).")] = None,
+    cors_origin: Annotated[Optional[list[str]], typer.Option(help=_server_help("cors_origins"))] = None,
+    allow_private_media: Annotated[bool, typer.Option(help=_server_help("allow_private_media"))] = False,
+    media_allow_domain: Annotated[Optional[list[str]], typer.Option(help=_server_help("media_allow_domains"))] = None,
+    media_allow_dir: Annotated[Optional[list[Path]], typer.Option(help=_server_help("media_allow_dirs"))] = None,
+    max_concurrent_requests: Annotated[int, typer.Option(help=_server_help("max_concurrent_requests"))] = 64,
+    max_queued_requests: Annotated[int, typer.Option(help=_server_help("max_queued_requests"))] = 256,
+    shutdown_grace: Annotated[float, typer.Option(help=_server_help("shutdown_grace_s"))] = 30.0,
 ) -> None:
-    """Start the server: HTTP API, the table of running models, and the models themselves."""
+    """Start the server: HTTP API, the table of running models, and the models themselves. Every limit not
+    offered as a flag here has a safe default (see README, Security)."""
     from vlserve.api.app import run_server
 
-    run_server(host=host, port=port, log_level=log_level)
+    keys = [*(api_key or []), *(_read_keys(api_keys_file) if api_keys_file else [])]
+    run_server(
+        host=host, port=port, log_level=log_level, api_keys=tuple(keys), cors_origins=tuple(cors_origin or ()),
+        allow_private_media=allow_private_media, media_allow_domains=tuple(media_allow_domain or ()),
+        media_allow_dirs=tuple(str(d.resolve()) for d in media_allow_dir or ()),
+        max_concurrent_requests=max_concurrent_requests, max_queued_requests=max_queued_requests,
+        shutdown_grace_s=shutdown_grace,
+    )  # fmt: skip
 
 
 def _wait_ready(client: VlserveClient, uid: str, timeout: float) -> dict[str, Any]:

@@ -33,6 +33,12 @@ class RegistrationError(InvalidRequest):
     """A family file is invalid, or tries to replace a built-in family."""
 
 
+class PayloadTooLarge(InvalidRequest):
+    """A request body, image or video over the server's size limit."""
+
+    status_code = 413
+
+
 class AuthenticationError(VlserveError):
     status_code = 401
     error_type = "authentication_error"
@@ -78,6 +84,10 @@ class EngineError(VlserveError):
 
     status_code = 500
     error_type = "engine_error"
+
+
+class EngineDead(EngineError):
+    """The engine can serve nothing any more (e.g. its worker thread died); the host marks its model `error`."""
 
 
 class EngineUnavailable(InvalidRequest):

@@ -33,7 +33,9 @@ def twin_1b(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def live(vlserve_home) -> LiveServer:
-    server = start_server(create_app(ServerConfig(media_fetch_timeout_s=5, media_max_bytes=1_000_000)))
+    # the tests serve images from loopback stand-ins, which a default server refuses (tests/api/test_media_guard.py)
+    config = ServerConfig(media_fetch_timeout_s=5, media_max_bytes=1_000_000, allow_private_media=True)
+    server = start_server(create_app(config))
     yield server
     server.stop()
 

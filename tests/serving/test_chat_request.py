@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import io
 import threading
-from functools import partial
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -16,7 +15,7 @@ from vlserve.engines.base import ImagePart, TextPart
 from vlserve.errors import InvalidRequest
 from vlserve.registry import Registry, resolve
 from vlserve.serving.chat_request import MessageConverter, refuse_unsupported, to_sampling
-from vlserve.serving.media import FetchLimits, fetch_url
+from vlserve.serving.media_fetch import MediaFetcher, MediaPolicy
 from vlserve.serving.protocol import ChatCompletionRequest
 
 
@@ -76,7 +75,10 @@ async def test_bad_media_is_a_400_naming_the_part(resolved):
         await convert(resolved, [{"role": "user", "content": [{"type": "text", "text": "x"}, not_image]}])
     assert info.value.param == "messages.0.content.1.image_url"
     with pytest.raises(InvalidRequest, match="data: URI or an http"):
-        await convert(resolved, [{"role": "user", "content": [{"type": "image_url", "image_url": "file:///etc/passwd"}]}])
+        await convert(resolved, [{"role": "user", "content": [{"type": "image_url", "image_url": "ftp://host/a.png"}]}])
+    with pytest.raises(InvalidRequest, match="file:// media is off"):
+        await convert(resolved, [{"role": "user", "content": [{"type": "image_url", "image_url": "file:///etc/passwd"}]}],
+                      fetch=MediaFetcher())
     with pytest.raises(InvalidRequest, match="user messages only"):
         await convert(resolved, [{"role": "system", "content": [{"type": "image_url", "image_url": data_uri(png_bytes())}]}])
     with pytest.raises(InvalidRequest, match="tool and function"):
@@ -156,7 +158,7 @@ def web():
 
 
 async def test_http_images_are_fetched_with_a_size_limit(resolved, web):
-    fetch = partial(fetch_url, limits=FetchLimits(timeout_s=5, max_bytes=4096))
+    fetch = MediaFetcher(MediaPolicy(timeout_s=5, max_bytes=4096, allow_private=True))  # a loopback stand-in
     msgs = await convert(resolved, [{"role": "user", "content": [{"type": "image_url", "image_url": f"{web}/small.png"}]}],
                          fetch=fetch)
     assert msgs[0].content[0].image.size == (32, 24)

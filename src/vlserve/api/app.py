@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import signal
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from functools import partial
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 
 from vlserve import __version__
+from vlserve.api.auth import ApiKeyMiddleware
 from vlserve.api.config import ServerConfig
 from vlserve.api.deps import Services
 from vlserve.api.errors import install_error_handler
 from vlserve.api.logs import configure_logging
-from vlserve.api.middleware import RequestContextMiddleware
+from vlserve.api.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from vlserve.api import ui
 from vlserve.api.routes import catalog, models, openai, ops
 from vlserve.registry import Registry
@@ -22,7 +26,9 @@ from vlserve.serving.catalog import CatalogService
 from vlserve.serving.chat import ChatService
 from vlserve.serving.embedded import EmbeddedHost
 from vlserve.serving.host import ModelHost
-from vlserve.serving.media import FetchLimits, fetch_url
+from vlserve.serving.admission import AdmissionLimits
+from vlserve.serving.chat_request import InputLimits
+from vlserve.serving.media_fetch import MediaFetcher, MediaPolicy
 from vlserve.serving.metrics import Metrics
 from vlserve.serving.models import ModelService
 from vlserve.serving.records import Phase
@@ -33,11 +39,25 @@ def build_services(config: ServerConfig, host: ModelHost | None = None, registry
     registry = registry or Registry.default()
     metrics = Metrics()
     metrics.count_running_models(lambda: sum(r.phase is Phase.READY for r in host.list()))
-    fetch = partial(fetch_url, limits=FetchLimits(config.media_fetch_timeout_s, config.media_max_bytes))
+    chat = ChatService(host, metrics, _media_fetcher(config), _input_limits(config),
+                       AdmissionLimits(config.max_concurrent_requests, config.max_queued_requests))  # fmt: skip
     return Services(
-        config=config, host=host, models=ModelService(host, registry), chat=ChatService(host, metrics, fetch),
+        config=config, host=host, models=ModelService(host, registry), chat=chat,
         catalog=CatalogService(registry), metrics=metrics,
     )
+
+
+def _media_fetcher(config: ServerConfig) -> MediaFetcher:
+    return MediaFetcher(MediaPolicy(
+        timeout_s=config.media_fetch_timeout_s, max_bytes=config.media_max_bytes,
+        allow_private=config.allow_private_media, allow_domains=config.media_allow_domains,
+        allow_dirs=tuple(Path(d) for d in config.media_allow_dirs),
+    ))  # fmt: skip
+
+
+def _input_limits(config: ServerConfig) -> InputLimits:
+    return InputLimits(media_max_bytes=config.media_max_bytes, max_image_pixels=config.max_image_pixels,
+                       max_images=config.max_images_per_request, max_total_tiles=config.max_total_tiles)  # fmt: skip
 
 
 def create_app(config: ServerConfig | None = None, *, host: ModelHost | None = None) -> FastAPI:
@@ -52,6 +72,13 @@ def create_app(config: ServerConfig | None = None, *, host: ModelHost | None = N
     app = FastAPI(title="vlserve", version=__version__, lifespan=lifespan)
     app.state.services = services
     install_error_handler(app)
+    # the last added runs first: request context (logs every answer), CORS (answers preflights), keys, body limit
+    app.add_middleware(BodyLimitMiddleware, max_bytes=services.config.max_request_bytes)
+    if services.config.api_keys:
+        app.add_middleware(ApiKeyMiddleware, keys=services.config.api_keys)
+    if services.config.cors_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=list(services.config.cors_origins), allow_methods=["*"],
+                           allow_headers=["*"], expose_headers=["X-Request-Id", "Retry-After"])  # fmt: skip
     app.add_middleware(RequestContextMiddleware, metrics=services.metrics)
     for module in (openai, models, catalog, ops, ui):
         app.include_router(module.router)
@@ -64,5 +91,14 @@ def run_server(config: ServerConfig | None = None, **fields: Any) -> None:
     configure_logging(config.log_level, config.log_format)
     import uvicorn
 
+    _exit_quietly_on(signal.SIGTERM, signal.SIGINT)
     uvicorn.run(create_app(config), host=config.host, port=config.port, log_level=config.log_level,
-                log_config=None, access_log=False)
+                log_config=None, access_log=False, timeout_graceful_shutdown=config.shutdown_grace_s)  # fmt: skip
+
+
+def _exit_quietly_on(*signals: signal.Signals) -> None:
+    """uvicorn handles these signals (stop accepting, let requests finish within the grace, shut down) and then
+    raises them again for the previous handler: make that a no-op, so a graceful stop exits with status 0."""
+    if threading.current_thread() is threading.main_thread():
+        for sig in signals:
+            signal.signal(sig, lambda *_: None)

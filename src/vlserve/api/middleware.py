@@ -1,6 +1,6 @@
-"""Per-request context as pure ASGI middleware (so streaming and disconnect detection are untouched): a request
-id (the caller's `X-Request-Id`, else a new one) echoed in the response and put on every log line, an access log
-line, and the HTTP metrics by route template."""
+"""Pure ASGI middleware (so streaming and disconnect detection are untouched): per-request context (a request id
+-- the caller's `X-Request-Id`, else a new one -- echoed in the response and put on every log line, an access log
+line, the HTTP metrics by route template) and the request body size limit."""
 
 from __future__ import annotations
 
@@ -9,10 +9,13 @@ import re
 import time
 import uuid
 
+from fastapi.responses import JSONResponse
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from vlserve.api.errors import error_body
 from vlserve.api.logs import request_id_var
+from vlserve.errors import PayloadTooLarge
 from vlserve.serving.metrics import Metrics
 
 access_log = logging.getLogger("vlserve.access")
@@ -60,3 +63,36 @@ class RequestContextMiddleware:
             extra={"method": scope["method"], "path": scope["path"], "status": status,
                    "duration_ms": round(seconds * 1000, 1)},
         )
+
+
+class BodyLimitMiddleware:
+    """Refuse request bodies over `max_bytes` with 413: at once when Content-Length says so, else while reading."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = Headers(scope=scope).get("content-length", "")
+        if declared.isdigit() and int(declared) > self.max_bytes:
+            response = JSONResponse(error_body(self._error()), status_code=413)
+            await response(scope, receive, send)
+            return
+        received = 0
+
+        async def counting_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > self.max_bytes:
+                raise self._error()  # becomes the 413 in the error handler
+            return message
+
+        await self.app(scope, counting_receive, send)
+
+    def _error(self) -> PayloadTooLarge:
+        return PayloadTooLarge(f"the request body is larger than this server's limit of {self.max_bytes} bytes; "
+                               "send smaller images (or image URLs)")

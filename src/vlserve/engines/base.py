@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
+from vlserve.errors import InvalidRequest
+
 if TYPE_CHECKING:
     from PIL.Image import Image
 
@@ -62,10 +64,27 @@ class SamplingParams:
     stop: tuple[str, ...] = ()
     n: int = 1
     ignore_eos: bool = False  # benchmarks: fixed output length
+    strict_max_tokens: bool = False  # the caller chose max_tokens: refuse, not shorten, when it does not fit
 
     @property
     def greedy(self) -> bool:
         return self.temperature == 0.0 or self.top_k == 1
+
+
+def completion_budget(sampling: SamplingParams, prompt_tokens: int, max_model_len: int) -> int:
+    """The most tokens this request may generate: its max_tokens, shortened to the context left after the prompt
+    unless the caller chose max_tokens (then a request that does not fit is refused, stating the numbers)."""
+    if prompt_tokens >= max_model_len:
+        raise InvalidRequest(f"the prompt has {prompt_tokens} tokens (images included) but this model serves at most "
+                             f"{max_model_len}; send fewer or smaller images or less text", param="messages")  # fmt: skip
+    if sampling.max_tokens < 1:
+        raise InvalidRequest("max_tokens must be at least 1", param="max_tokens")
+    room = max_model_len - prompt_tokens
+    if sampling.strict_max_tokens and sampling.max_tokens > room:
+        raise InvalidRequest(f"the prompt has {prompt_tokens} tokens (images included) and max_tokens is "
+                             f"{sampling.max_tokens}: {prompt_tokens + sampling.max_tokens} > this model's context of "
+                             f"{max_model_len} tokens; ask for at most {room} tokens", param="max_tokens")  # fmt: skip
+    return min(sampling.max_tokens, room)
 
 
 @dataclass(frozen=True)
@@ -99,7 +118,11 @@ class LoadedModelInfo:
 
 @runtime_checkable
 class Engine(Protocol):
-    """One loaded model. All methods may be called from the server's event loop."""
+    """One loaded model. All methods may be called from the server's event loop.
+
+    An engine whose worker can die (a thread, a process) may also have a `failure: str | None` attribute saying
+    why it can serve nothing any more, and raise `EngineDead` from `generate`; the host then marks its model
+    `error` (terminate and relaunch it)."""
 
     name: str  # "Transformers" or "vLLM"
 

@@ -1,5 +1,6 @@
-"""The chat completions service: prepares a request for a launched model, runs it on the host, and shapes the
-OpenAI response (one JSON object, or a stream of chunk objects the API sends as SSE)."""
+"""The chat completions service: prepares a request for a launched model, runs it on the host within the model's
+admission limits, and shapes the OpenAI response (one JSON object, or a stream of chunk objects the API sends as
+SSE)."""
 
 from __future__ import annotations
 
@@ -13,12 +14,14 @@ from typing import Any
 
 from vlserve.engines.base import Delta, GenerateRequest
 from vlserve.errors import EngineError, ModelNotReady, VlserveError
-from vlserve.serving.chat_request import MessageConverter, refuse_unsupported, to_sampling
+from vlserve.serving.admission import Admission, AdmissionLimits
+from vlserve.serving.chat_request import InputLimits, MessageConverter, refuse_unsupported, to_sampling
 from vlserve.serving.host import ModelHost
-from vlserve.serving.media import Fetcher, fetch_url
+from vlserve.serving.media import Fetcher
+from vlserve.serving.media_fetch import MediaFetcher
 from vlserve.serving.metrics import Metrics
 from vlserve.serving.protocol import ChatCompletionRequest
-from vlserve.serving.records import Phase
+from vlserve.serving.records import ModelRecord, Phase
 
 log = logging.getLogger(__name__)
 
@@ -57,10 +60,35 @@ class _Tally:
 
 
 class ChatService:
-    def __init__(self, host: ModelHost, metrics: Metrics, fetch: Fetcher = fetch_url) -> None:
+    def __init__(
+        self, host: ModelHost, metrics: Metrics, fetch: Fetcher | None = None, inputs: InputLimits = InputLimits(),
+        admission: AdmissionLimits = AdmissionLimits(),
+    ) -> None:
         self.host = host
         self.metrics = metrics
-        self.fetch = fetch
+        self.fetch = fetch or MediaFetcher()
+        self.inputs = inputs
+        self.admission_defaults = admission
+        self._admissions: dict[tuple[str, float], Admission] = {}
+
+    def admission(self, uid: str) -> Admission:
+        """The model's admission gate (its launch's limits, else the server's); one per launch of a uid."""
+        return self._admission(self.host.get(uid))
+
+    def _admission(self, record: ModelRecord) -> Admission:
+        key = (record.uid, record.created_at)
+        gate = self._admissions.get(key)
+        if gate is None:
+            for old in [k for k in self._admissions if k[0] == record.uid]:  # a terminated launch of this uid
+                del self._admissions[old]
+            launch, default = record.launch, self.admission_defaults
+            limits = AdmissionLimits(
+                launch.max_concurrent_requests or default.max_running,
+                default.max_queued if launch.max_queued_requests is None else launch.max_queued_requests,
+                default.retry_after_s,
+            )  # fmt: skip
+            gate = self._admissions[key] = Admission(record.uid, limits)
+        return gate
 
     async def prepare(self, body: ChatCompletionRequest) -> PreparedChat:
         """Everything that can fail with a 4xx happens here, before a stream starts."""
@@ -69,8 +97,9 @@ class ChatService:
         if record.phase is not Phase.READY or record.info is None:
             detail = f": {record.error}" if record.error else "; wait for it to be ready"
             raise ModelNotReady(f"model {record.uid!r} is {record.phase.value}{detail}", param="model")
+        self._admission(record).check()  # refuse an overloaded model before decoding any image
         sampling = to_sampling(body, record.info.max_model_len)
-        messages = await MessageConverter(body, record.resolved, self.fetch).convert()
+        messages = await MessageConverter(body, record.resolved, self.fetch, self.inputs).convert()
         request = GenerateRequest(f"chatcmpl-{uuid.uuid4().hex}", messages, sampling)
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         return PreparedChat(record.uid, request, include_usage)
@@ -119,23 +148,25 @@ class ChatService:
             yield {**self._envelope(chat, "chat.completion.chunk"), "choices": [], "usage": tally.usage()}
 
     async def _run(self, chat: PreparedChat, tally: _Tally) -> AsyncIterator[Delta]:
-        try:
-            async with contextlib.aclosing(self.host.stream(chat.uid, chat.request)) as deltas:
-                async for delta in deltas:
-                    if delta.finish_reason == "error":
-                        raise EngineError(f"the engine failed on request {chat.id}; see the server log")
-                    tally.add(delta)
-                    yield delta
-        except VlserveError:
-            raise
-        except Exception as exc:
-            log.exception("request %s on %s failed", chat.id, chat.uid)
-            raise EngineError(f"generation failed: {type(exc).__name__}: {exc}") from exc
-        finally:
-            ttft = tally.first_text - tally.started if tally.first_text else None
-            total = time.perf_counter() - tally.started
-            usage = tally.usage()
-            self.metrics.record_generation(chat.uid, usage["prompt_tokens"], usage["completion_tokens"], ttft, total)
+        async with self.admission(chat.uid).slot():  # Overloaded when the model's queue is full
+            try:
+                async with contextlib.aclosing(self.host.stream(chat.uid, chat.request)) as deltas:
+                    async for delta in deltas:
+                        if delta.finish_reason == "error":
+                            raise EngineError(f"the engine failed on request {chat.id}; see the server log")
+                        tally.add(delta)
+                        yield delta
+            except VlserveError:
+                raise
+            except Exception as exc:
+                log.exception("request %s on %s failed", chat.id, chat.uid)
+                raise EngineError(f"generation failed: {type(exc).__name__}: {exc}") from exc
+            finally:
+                ttft = tally.first_text - tally.started if tally.first_text else None
+                total = time.perf_counter() - tally.started
+                usage = tally.usage()
+                self.metrics.record_generation(chat.uid, usage["prompt_tokens"], usage["completion_tokens"], ttft,
+                                               total)  # fmt: skip
 
     def _envelope(self, chat: PreparedChat, kind: str) -> dict[str, Any]:
         return {"id": chat.id, "object": kind, "created": chat.created, "model": chat.uid}

@@ -1,11 +1,13 @@
 """OpenAI chat request -> engine `GenerateRequest`: refuse what is not supported, turn messages into typed parts
-(images decoded, videos sampled to frames), and sampling fields into `SamplingParams`."""
+(images decoded, videos sampled to frames) within the server's input limits, and sampling fields into
+`SamplingParams`."""
 
 from __future__ import annotations
 
 import asyncio
 import importlib
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from vlserve.engines.base import ChatMessage, ImagePart, Part, SamplingParams, TextPart, VideoPart
@@ -13,6 +15,18 @@ from vlserve.errors import InvalidRequest
 from vlserve.registry import ResolvedSpec
 from vlserve.serving.media import Fetcher, load_bytes, open_image
 from vlserve.serving.protocol import ChatCompletionRequest, ImageContent, Message, TextContent, VideoContent
+
+
+
+@dataclass(frozen=True)
+class InputLimits:
+    """What one request may carry (ServerConfig sets them)."""
+
+    media_max_bytes: int = 20 * 1024 * 1024
+    max_image_pixels: int = 50_000_000
+    max_images: int = 32  # images and videos
+    max_total_tiles: int = 64  # 448x448 tiles of all images and video frames
+
 
 # field -> "is it set to something we cannot honour?"
 _UNSUPPORTED: dict[str, Callable[[Any], bool]] = {
@@ -48,6 +62,7 @@ def to_sampling(body: ChatCompletionRequest, max_model_len: int | None) -> Sampl
         )
     fields = {
         "max_tokens": max_tokens,
+        "strict_max_tokens": bool(max_tokens) or None,
         "temperature": body.temperature,
         "top_p": body.top_p,
         "top_k": -1 if body.top_k == 0 else body.top_k,
@@ -61,15 +76,41 @@ def to_sampling(body: ChatCompletionRequest, max_model_len: int | None) -> Sampl
 
 
 class MessageConverter:
-    """Turns one request's messages into `ChatMessage`s, fetching and decoding media off the event loop."""
+    """Turns one request's messages into `ChatMessage`s, fetching and decoding media off the event loop, counting
+    images and tiles against the limits as it goes."""
 
-    def __init__(self, body: ChatCompletionRequest, resolved: ResolvedSpec, fetch: Fetcher) -> None:
+    def __init__(
+        self, body: ChatCompletionRequest, resolved: ResolvedSpec, fetch: Fetcher, limits: InputLimits = InputLimits()
+    ) -> None:
         self.body = body
         self.resolved = resolved
         self.fetch = fetch
+        self.limits = limits
+        self.tiles = 0
+        family = resolved.family.model_family
+        self._num_tiles = importlib.import_module(f"vlserve.families.{family}.tiling").num_tiles
 
     async def convert(self) -> tuple[ChatMessage, ...]:
+        self._check_media_count()
         return tuple([await self._message(i, m) for i, m in enumerate(self.body.messages)])
+
+    def _check_media_count(self) -> None:
+        count = sum(
+            1 for m in self.body.messages if isinstance(m.content, list)
+            for p in m.content if not isinstance(p, TextContent)
+        )  # fmt: skip
+        if count > self.limits.max_images:
+            raise InvalidRequest(f"this request has {count} images and videos; this server accepts at most "
+                                 f"{self.limits.max_images} per request", param="messages")  # fmt: skip
+
+    def _add_tiles(self, tiles: int, where: str) -> None:
+        self.tiles += tiles
+        if self.tiles > self.limits.max_total_tiles:
+            raise InvalidRequest(
+                f"the images up to {where} make {self.tiles} tiles of 448x448; this server accepts at most "
+                f"{self.limits.max_total_tiles} per request; send fewer images, detail 'low' or a lower max_tiles",
+                param=where,
+            )
 
     async def _message(self, i: int, message: Message) -> ChatMessage:
         where = f"messages.{i}"
@@ -97,17 +138,21 @@ class MessageConverter:
             part.image_url.url,
             part.image_url.detail,
         )
-        data = await load_bytes(url, self.fetch, param=where)
-        image = await asyncio.to_thread(open_image, data, param=where)
-        return ImagePart(image, max_tiles=1 if detail == "low" else self.body.max_tiles)
+        data = await load_bytes(url, self.fetch, param=where, max_bytes=self.limits.media_max_bytes)
+        image = await asyncio.to_thread(open_image, data, param=where, max_pixels=self.limits.max_image_pixels)
+        max_tiles = 1 if detail == "low" else self.body.max_tiles
+        self._add_tiles(self._num_tiles(image.width, image.height, **({"max_tiles": max_tiles} if max_tiles else {})),
+                        where)
+        return ImagePart(image, max_tiles=max_tiles)
 
     async def _video(self, where: str, part: VideoContent) -> VideoPart:
         url = part.video_url if isinstance(part.video_url, str) else part.video_url.url
-        data = await load_bytes(url, self.fetch, param=where)
+        data = await load_bytes(url, self.fetch, param=where, max_bytes=self.limits.media_max_bytes)
         sample_frames = importlib.import_module(f"vlserve.families.{self.resolved.family.model_family}.video").sample_frames
         args = (data,) if self.body.num_frames is None else (data, self.body.num_frames)
         try:
             frames = await asyncio.to_thread(sample_frames, *args)
         except InvalidRequest as exc:
             raise InvalidRequest(exc.message, param=where) from exc
+        self._add_tiles(len(frames), where)  # one tile per frame
         return VideoPart(tuple(frames))

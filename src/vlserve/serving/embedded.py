@@ -21,7 +21,7 @@ import anyio
 
 from vlserve.engines import get_factory
 from vlserve.engines.base import Delta, Engine, EngineFactory, GenerateRequest, LoadedModelInfo
-from vlserve.errors import EngineError, InvalidRequest, ModelNotReady, NotFound, VlserveError
+from vlserve.errors import EngineDead, EngineError, InvalidRequest, ModelNotReady, NotFound, VlserveError
 from vlserve.hub import ensure_local
 from vlserve.serving.launching import (
     FetchModel, abort_quietly, check_engine, engine_factory, failure_reason, fetch_model_dir, start_engine,
@@ -126,10 +126,10 @@ class EmbeddedHost:
     # -- looking up --------------------------------------------------------------------------------------------
 
     def get(self, uid: str) -> ModelRecord:
-        return _with_replicas(self._slot(uid))
+        return _with_replicas(_checked(self._slot(uid)))
 
     def list(self) -> list[ModelRecord]:
-        return [_with_replicas(slot) for slot in self._slots.values()]
+        return [_with_replicas(_checked(slot)) for slot in self._slots.values()]
 
     async def nodes(self) -> list[NodeInfo]:
         """This machine, holding every replica."""
@@ -153,8 +153,8 @@ class EmbeddedHost:
         return slot
 
     def _ready_slot(self, uid: str) -> _Slot:
-        slot = self._slot(uid)
-        if slot.closing or slot.replicas is None:
+        slot = _checked(self._slot(uid))
+        if slot.closing or slot.replicas is None or slot.record.phase is not Phase.READY:
             state = "terminating" if slot.closing else slot.record.phase.value
             detail = f": {slot.record.error}" if slot.record.error else ""
             raise ModelNotReady(f"model {uid!r} is {state}{detail}", param="model")
@@ -175,6 +175,9 @@ class EmbeddedHost:
                 async for delta in deltas:
                     yield delta
             finished = True
+        except EngineDead as exc:
+            _mark_dead(slot, index, exc.message)
+            raise
         finally:
             slot.running.pop(request.request_id, None)
             replicas.release(index)
@@ -217,6 +220,21 @@ def _refuse_placement(request: LaunchRequest) -> None:
         if getattr(request, key) is not None:
             raise InvalidRequest(f"launch option {key!r} is not supported by this server (it serves models in its own "
                                  "process); start it with --cluster ray to place replicas on nodes", param=key)  # fmt: skip
+
+
+def _checked(slot: _Slot) -> _Slot:
+    """The slot, marked `error` if one of its engines reports it can serve nothing any more."""
+    if slot.replicas is not None and slot.record.phase is Phase.READY:
+        for index, engine in enumerate(slot.replicas.engines):
+            if failure := getattr(engine, "failure", None):
+                _mark_dead(slot, index, failure)
+    return slot
+
+
+def _mark_dead(slot: _Slot, index: int, reason: str) -> None:
+    if slot.record.phase is not Phase.ERROR:
+        log.error("%s replica %d stopped: %s", slot.record.uid, index, reason)
+        slot.update(phase=Phase.ERROR, error=f"replica {index} stopped: {reason}; terminate and relaunch the model")
 
 
 def _with_replicas(slot: _Slot) -> ModelRecord:

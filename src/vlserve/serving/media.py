@@ -1,7 +1,8 @@
-"""Images and videos named in chat messages: data URIs and http(s) URLs, fetched with limits and decoded.
+"""Images and videos named in chat messages: data URIs decoded here, http(s) and file URLs handed to the fetcher
+(vlserve.serving.media_fetch, the one place that reaches the network), everything size-limited; images decoded
+with Pillow under limits.
 
-`fetch_url` is the one function that reaches the network; the chat service takes it as a parameter so a stricter
-fetcher (an SSRF guard, an allow-list) can replace it without touching anything else.
+Images are accepted by content, never by name or declared type: PNG, JPEG, WEBP, GIF (its first frame) and BMP.
 """
 
 from __future__ import annotations
@@ -10,82 +11,74 @@ import base64
 import binascii
 import io
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from urllib.parse import unquote_to_bytes
 
-import httpx
 from PIL import Image, UnidentifiedImageError
 
 from vlserve.errors import InvalidRequest
 
 Fetcher = Callable[[str], Awaitable[bytes]]
+IMAGE_FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP")
+
+if Image.MAX_IMAGE_PIXELS is None:  # keep Pillow's decompression-bomb guard on, whatever imported us
+    Image.MAX_IMAGE_PIXELS = int(1024 * 1024 * 1024 // 4 // 3)
 
 
-@dataclass(frozen=True)
-class FetchLimits:
-    timeout_s: float = 10.0
-    max_bytes: int = 20 * 1024 * 1024
-
-
-async def fetch_url(url: str, limits: FetchLimits = FetchLimits()) -> bytes:
-    """GET an http(s) URL, refusing bodies over `limits.max_bytes` (counted while streaming, not trusted from headers)."""
-    try:
-        async with httpx.AsyncClient(timeout=limits.timeout_s, follow_redirects=True, max_redirects=3) as client:
-            async with client.stream("GET", url) as response:
-                if response.status_code != 200:
-                    raise InvalidRequest(f"fetching {_short(url)} answered HTTP {response.status_code}")
-                return await _read_limited(response, limits.max_bytes, url)
-    except httpx.TimeoutException as exc:
-        raise InvalidRequest(f"fetching {_short(url)} timed out after {limits.timeout_s:g}s") from exc
-    except httpx.HTTPError as exc:
-        raise InvalidRequest(f"fetching {_short(url)} failed: {exc}") from exc
-
-
-async def _read_limited(response: httpx.Response, max_bytes: int, url: str) -> bytes:
-    body = bytearray()
-    async for chunk in response.aiter_bytes():
-        body += chunk
-        if len(body) > max_bytes:
-            raise InvalidRequest(f"{_short(url)} is larger than the media limit of {max_bytes} bytes")
-    return bytes(body)
-
-
-def decode_data_uri(url: str) -> bytes:
-    """The payload of a `data:[<mime>][;base64],<data>` URI."""
+def decode_data_uri(url: str, max_bytes: int) -> bytes:
+    """The payload of a `data:[<mime>][;base64],<data>` URI, refusing more than `max_bytes` decoded bytes."""
     header, sep, payload = url.partition(",")
     if not sep:
         raise InvalidRequest("data URI has no ',' before its payload; expected data:<mime>;base64,<data>")
+    too_large = InvalidRequest(f"the data URI is larger than the media limit of {max_bytes} bytes")
     if header.endswith(";base64"):
+        if len(payload) // 4 * 3 > max_bytes + 3:
+            raise too_large
         try:
-            return base64.b64decode(payload, validate=False)
+            data = base64.b64decode("".join(payload.split()), validate=True)
         except (binascii.Error, ValueError) as exc:
             raise InvalidRequest(f"data URI payload is not valid base64: {exc}") from exc
-    return unquote_to_bytes(payload)
+    else:
+        data = unquote_to_bytes(payload)
+    if len(data) > max_bytes:
+        raise too_large
+    if not data:
+        raise InvalidRequest("the data URI is empty")
+    return data
 
 
-async def load_bytes(url: str, fetch: Fetcher, *, param: str) -> bytes:
+async def load_bytes(url: str, fetch: Fetcher, *, param: str, max_bytes: int) -> bytes:
+    """The bytes a media URL names: a data URI (decoded here) or an http(s)/file URL (through `fetch`)."""
     scheme = url.split(":", 1)[0].lower() if ":" in url else ""
-    if scheme == "data":
-        try:
-            return decode_data_uri(url)
-        except InvalidRequest as exc:
-            raise InvalidRequest(exc.message, param=param) from exc
-    if scheme in ("http", "https"):
-        try:
-            return await fetch(url)
-        except InvalidRequest as exc:
-            raise InvalidRequest(exc.message, param=param) from exc
-    raise InvalidRequest(f"{param} must be a data: URI or an http(s) URL (got {_short(url)})", param=param)
-
-
-def open_image(data: bytes, *, param: str) -> Image.Image:
-    """Decode an image fully (so errors surface here, not in the engine) and convert it to RGB."""
+    if scheme not in ("data", "http", "https", "file"):
+        raise InvalidRequest(f"{param} must be a data: URI or an http(s) URL (got {_short(url)})", param=param)
     try:
-        image = Image.open(io.BytesIO(data))
-        image.load()
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
+        data = decode_data_uri(url, max_bytes) if scheme == "data" else await fetch(url)
+    except InvalidRequest as exc:
+        raise InvalidRequest(exc.message, param=param) from exc
+    if not data:
+        raise InvalidRequest(f"{param}: {_short(url)} is empty (0 bytes)", param=param)
+    return data
+
+
+def open_image(data: bytes, *, param: str, max_pixels: int) -> Image.Image:
+    """Decode an image fully (so errors surface here, not in the engine), its first frame for an animation,
+    converted to RGB. The size is checked from the header, before any pixel is decoded."""
+    try:
+        image = Image.open(io.BytesIO(data), formats=IMAGE_FORMATS)
+    except UnidentifiedImageError:
+        raise InvalidRequest(f"{param} is not a readable image (accepted: {', '.join(IMAGE_FORMATS)}, by content)",
+                             param=param) from None
+    except (OSError, ValueError, Image.DecompressionBombError, SyntaxError) as exc:
         raise InvalidRequest(f"{param} is not a readable image ({exc})", param=param) from exc
-    return image.convert("RGB")
+    width, height = image.size
+    if width * height > max_pixels:
+        raise InvalidRequest(f"{param} is {width}x{height} = {width * height} pixels; this server accepts at most "
+                             f"{max_pixels} pixels per image; send a smaller image", param=param)  # fmt: skip
+    try:
+        image.load()
+        return image.convert("RGB")
+    except (OSError, ValueError, Image.DecompressionBombError, SyntaxError) as exc:
+        raise InvalidRequest(f"{param} is not a readable image ({exc})", param=param) from exc
 
 
 def _short(url: str) -> str:

@@ -56,6 +56,8 @@ class ModelService:
                                  param="model_engine")
         options = body.engine_options()
         worker_ip, gpu_idx = options.pop("worker_ip", None) or None, _gpu_idx(options.pop("gpu_idx", None))
+        max_running = _limit(options.pop("max_concurrent_requests", None), "max_concurrent_requests", 1)
+        max_queued = _limit(options.pop("max_queued_requests", None), "max_queued_requests", 0)
         for key in _XINFERENCE_ONLY:
             if options.pop(key, None):
                 raise InvalidRequest(f"launch option {key!r} is not supported by this server", param=key)
@@ -66,7 +68,8 @@ class ModelService:
             local_model_path(body.model_path)  # refuse a wrong folder now, not after the launch has started
         return LaunchRequest(resolved=resolved, model_uid=body.model_uid, replica=body.replica, n_gpu=body.n_gpu,
                              download_hub=body.download_hub, model_path=body.model_path, options=options,
-                             worker_ip=worker_ip, gpu_idx=gpu_idx)  # fmt: skip
+                             worker_ip=worker_ip, gpu_idx=gpu_idx, max_concurrent_requests=max_running,
+                             max_queued_requests=max_queued)  # fmt: skip
 
     async def terminate(self, uid: str) -> None:
         await self.host.terminate(uid)
@@ -92,6 +95,15 @@ class ModelService:
     def instances(self, model_name: str | None = None, model_uid: str | None = None) -> list[dict[str, Any]]:
         records = [r for r in self.host.list() if model_uid in (None, r.uid) and model_name in (None, r.resolved.model_name)]
         return [_instance(r) for r in records]
+
+
+def _limit(value: Any, name: str, minimum: int) -> int | None:
+    """A per-model request limit given at launch (None: the server's default)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise InvalidRequest(f"{name} must be an integer >= {minimum} (got {value!r})", param=name)
+    return value
 
 
 def _gpu_idx(value: Any) -> tuple[int, ...] | None:
@@ -128,6 +140,7 @@ def describe(record: ModelRecord) -> dict[str, Any]:
         "max_model_len": info.max_model_len if info else None,
         "device": info.device if info else None, "dtype": info.dtype if info else None,
         "placement": [_placement(r) for r in record.replicas],
+        "max_concurrent_requests": launch.max_concurrent_requests, "max_queued_requests": launch.max_queued_requests,
     }
 
 

@@ -37,6 +37,8 @@ class LaunchRequest:
     options: Mapping[str, Any] = field(default_factory=dict)
     worker_ip: str | None = None  # pin the replicas to one node (cluster hosts only)
     gpu_idx: tuple[int, ...] | None = None  # exact GPU indices (hosts that can honour them)
+    max_concurrent_requests: int | None = None  # requests generating at once; None: the server's default
+    max_queued_requests: int | None = None  # requests waiting beyond those; None: the server's default
 
     def engine_options(self) -> dict[str, Any]:
         """What the engine factory receives: the extra launch keys, plus n_gpu when the caller chose one."""

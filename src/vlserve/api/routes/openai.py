@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
 
 from vlserve.api.deps import Services, services
+from vlserve.api.disconnect import cancel_on_disconnect
 from vlserve.api.sse import sse_response
 from vlserve.serving.protocol import ChatCompletionRequest
 
@@ -14,8 +15,11 @@ router = APIRouter(tags=["openai"])
 
 
 @router.post("/v1/chat/completions", response_model=None)
-async def chat_completions(body: ChatCompletionRequest, s: Services = Depends(services)) -> Any:
-    chat = await s.chat.prepare(body)
-    if body.stream:
-        return sse_response(await s.chat.stream(chat))
-    return await s.chat.complete(chat)
+async def chat_completions(body: ChatCompletionRequest, request: Request, s: Services = Depends(services)) -> Any:
+    async def answer() -> Any:
+        chat = await s.chat.prepare(body)
+        if body.stream:
+            return sse_response(await s.chat.stream(chat))
+        return await s.chat.complete(chat)
+
+    return await cancel_on_disconnect(request, answer())

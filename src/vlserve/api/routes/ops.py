@@ -43,6 +43,6 @@ async def status(s: Services = Depends(services)) -> dict[str, Any]:
 
 
 @router.get("/v1/cluster/auth")
-async def cluster_auth() -> dict[str, bool]:
-    """xinference-client asks this first; no auth means it sends no token."""
-    return {"auth": False}
+async def cluster_auth(s: Services = Depends(services)) -> dict[str, bool]:
+    """xinference-client asks this first (without a key); only when it says auth does the client send its key."""
+    return {"auth": bool(s.config.api_keys)}

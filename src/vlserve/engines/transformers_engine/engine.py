@@ -12,9 +12,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from vlserve.engines.base import Delta, GenerateRequest, LoadedModelInfo
+from vlserve.engines.base import Delta, GenerateRequest, LoadedModelInfo, completion_budget
 from vlserve.engines.transformers_engine.options import EngineOptions
-from vlserve.errors import EngineError, InvalidRequest, ModelNotReady
+from vlserve.errors import EngineError, InvalidRequest, ModelNotReady, VlserveError
 
 if TYPE_CHECKING:
     from vlserve.engines.transformers_engine.scheduler import Job, Scheduler
@@ -91,6 +91,11 @@ class TransformersEngine:
         except ImportError:  # pragma: no cover
             pass
 
+    @property
+    def failure(self) -> str | None:
+        """Why this loaded engine can serve nothing any more (its scheduler thread died), else None."""
+        return self.scheduler.failure if self.scheduler is not None else None
+
     # ------------------------------------------------------------ requests
 
     async def abort(self, request_id: str) -> None:
@@ -112,27 +117,24 @@ class TransformersEngine:
                 if item is None:
                     finished = True
                     return
+                if isinstance(item, VlserveError):
+                    finished = True
+                    raise item
                 if isinstance(item, BaseException):
                     finished = True
                     raise EngineError(f"generation failed for {request.request_id}: {item}") from item
                 yield item
         finally:
-            if not finished:
+            if not finished and self.scheduler is not None:
                 self.scheduler.abort(request.request_id)
 
     def _job(self, request: GenerateRequest, encoded, emit) -> Job:
         from vlserve.engines.transformers_engine.scheduler import Job
 
-        sampling, limit = request.sampling, self.options.max_model_len
-        prompt = len(encoded.input_ids)
-        if prompt >= limit:
-            raise InvalidRequest(f"the prompt has {prompt} tokens (images included) but this model serves at most "
-                                 f"{limit}; send fewer or smaller images or less text", param="messages")  # fmt: skip
+        sampling = request.sampling
         if not 1 <= sampling.n <= self.options.max_batch_size:
             raise InvalidRequest(f"n must be between 1 and {self.options.max_batch_size} (max_batch_size)", param="n")
-        if sampling.max_tokens < 1:
-            raise InvalidRequest("max_tokens must be at least 1", param="max_tokens")
-        max_tokens = min(sampling.max_tokens, limit - prompt)
+        max_tokens = completion_budget(sampling, len(encoded.input_ids), self.options.max_model_len)
         return Job(request.request_id, encoded.input_ids, encoded.pixel_values, sampling, max_tokens, emit)
 
 

@@ -3,6 +3,10 @@
 Loop: admit waiting requests while cache slots are free (each is prefilled alone: vision encoder + prompt, its
 K/V copied into its slot(s) — n choices share one prefill), drop aborted sequences, then ONE forward pass
 decodes one token for every active sequence. Results go back to each caller through `emit` (thread-safe).
+
+Failures stay as small as they can: a prefill, a sampling or a detokenizing error fails only its request; an error
+in the shared forward pass fails the requests of that batch, and the loop goes on. If the thread itself dies (a
+BaseException), `failure` says why, every request in flight fails with `EngineDead`, and new ones are refused.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from vlserve.engines.base import Delta, FinishReason, SamplingParams
 from vlserve.engines.transformers_engine.detok import IncrementalDetokenizer
 from vlserve.engines.transformers_engine.kv_cache import SlotKVCache
 from vlserve.engines.transformers_engine.sampler import SequenceSampler, choose_batch
+from vlserve.errors import EngineDead
 
 if TYPE_CHECKING:
     import torch
@@ -37,6 +42,7 @@ class Job:
     max_tokens: int
     emit: Emit
     running: int = 0  # choices still decoding
+    failed: bool = False  # its error was sent; its remaining choices leave the batch silently
 
 
 @dataclass
@@ -74,6 +80,7 @@ class Scheduler:
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="vlserve-transformers-scheduler", daemon=True)
         self._stopping = False
+        self.failure: str | None = None  # why this scheduler serves nothing any more (thread died, stopped)
         self.steps = 0
 
     # ------------------------------------------------------------ called from other threads
@@ -82,7 +89,10 @@ class Scheduler:
         self._thread.start()
 
     def submit(self, job: Job) -> None:
-        self.inbox.put(job)
+        with self._lock:  # never after the loop has drained the inbox for good
+            if self.failure is not None:
+                raise EngineDead(f"this model's engine stopped: {self.failure}; terminate and relaunch the model")
+            self.inbox.put(job)
 
     def abort(self, request_id: str) -> None:
         with self._lock:
@@ -99,14 +109,25 @@ class Scheduler:
     def _run(self) -> None:
         import torch
 
-        with torch.inference_mode():
-            while not self._stopping:
-                try:
-                    self._iteration()
-                except Exception as exc:  # noqa: BLE001 - fail the requests in flight, keep serving
-                    log.exception("decode step failed")
-                    self._fail_all(exc)
-        self._fail_all(RuntimeError("the model was unloaded"))
+        try:
+            with torch.inference_mode():
+                while not self._stopping:
+                    try:
+                        self._iteration()
+                    except Exception as exc:  # noqa: BLE001 - fail the requests of this batch, keep serving
+                        log.exception("decode step failed")
+                        self._fail_all(exc)
+        except BaseException as exc:  # the thread is dying: nothing may wait on it forever
+            log.critical("the scheduler thread died", exc_info=exc)
+            self._close(f"the scheduler thread died ({type(exc).__name__}: {exc})")
+            return
+        self._close("the model was unloaded")
+
+    def _close(self, reason: str) -> None:
+        with self._lock:
+            self.failure = reason
+            self._collect(block=False)
+        self._fail_all(EngineDead(f"this model's engine stopped: {reason}"))
 
     def _iteration(self) -> None:
         self._collect(block=not self.batch and not self.waiting)
@@ -147,8 +168,8 @@ class Scheduler:
                 self._prefill(job)
             except Exception as exc:  # noqa: BLE001 - this request fails, the others go on
                 log.exception("prefill of %s failed", job.request_id)
-                job.emit(exc)
-                job.emit(None)
+                self._fail_job(job, exc)
+                self._retire_finished()
 
     # ------------------------------------------------------------ prefill and decode
 
@@ -188,11 +209,43 @@ class Scheduler:
         ).last_hidden_state  # fmt: skip
         self.cache.end_step()
         logits = p.lm_head(hidden[:, -1]).float()
-        tokens = choose_batch([s.sampler for s in self.batch], logits)
+        tokens = self._choose(logits)
         self.steps += 1
         for seq, token in zip(self.batch, tokens, strict=True):
-            self._accept(seq, token)
+            if token is not None and not seq.job.failed:
+                try:
+                    self._accept(seq, token)
+                except Exception as exc:  # noqa: BLE001 - this request fails, the batch goes on
+                    log.exception("request %s failed in decoding", seq.job.request_id)
+                    self._fail_job(seq.job, exc)
         self._retire_finished()
+
+    def _choose(self, logits: torch.Tensor) -> list[int | None]:
+        """The next token of each sequence; when the batched choice fails, choose per sequence to fail only the
+        sequences whose sampling fails (None)."""
+        try:
+            return choose_batch([s.sampler for s in self.batch], logits)
+        except Exception:  # noqa: BLE001
+            log.exception("batched sampling failed; retrying per sequence")
+        tokens: list[int | None] = []
+        for row, seq in enumerate(self.batch):
+            try:
+                tokens.append(choose_batch([seq.sampler], logits[row : row + 1])[0])
+            except Exception as exc:  # noqa: BLE001
+                self._fail_job(seq.job, exc)
+                tokens.append(None)
+        return tokens
+
+    def _fail_job(self, job: Job, exc: BaseException) -> None:
+        """Send `exc` to one request and retire all its choices at the next `_retire_finished`."""
+        if job.failed:
+            return
+        job.failed = True
+        for seq in self.batch:
+            if seq.job is job:
+                seq.finish = "error"
+        job.emit(exc)
+        job.emit(None)
 
     def _accept(self, seq: Sequence, token: int) -> None:
         """Account one sampled token: stop token, stop string, length limit, or text to stream."""
@@ -227,9 +280,11 @@ class Scheduler:
 
     def _finish(self, seq: Sequence) -> None:
         job = seq.job
+        job.running -= 1
+        if job.failed:
+            return
         text = "".join(seq.pending_text)
         job.emit(Delta(seq.index, text, seq.last_ids, seq.finish, len(job.prompt_ids), seq.completion))
-        job.running -= 1
         if job.running == 0:
             job.emit(None)
 
@@ -240,5 +295,7 @@ class Scheduler:
             self.batch.pop()
         self.waiting.clear()
         for job in jobs.values():
-            job.emit(exc)
-            job.emit(None)
+            if not job.failed:
+                job.failed = True
+                job.emit(exc)
+                job.emit(None)

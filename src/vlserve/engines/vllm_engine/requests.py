@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-from vlserve.engines.base import Delta, FinishReason, SamplingParams
+from vlserve.engines.base import Delta, FinishReason, SamplingParams, completion_budget
 from vlserve.errors import InvalidRequest
 
 if TYPE_CHECKING:
@@ -16,14 +16,9 @@ _FINISH: dict[str | None, FinishReason | None] = {None: None, "stop": "stop", "l
 
 def check_request(sampling: SamplingParams, prompt_tokens: int, max_model_len: int, max_num_seqs: int) -> int:
     """Refuse what vLLM would refuse later with a less helpful message; returns max_tokens capped to fit."""
-    if prompt_tokens >= max_model_len:
-        raise InvalidRequest(f"the prompt has {prompt_tokens} tokens (images included) but this model serves at "
-                             f"most {max_model_len}; send fewer or smaller images or less text", param="messages")  # fmt: skip
     if not 1 <= sampling.n <= max_num_seqs:
         raise InvalidRequest(f"n must be between 1 and {max_num_seqs} (max_num_seqs)", param="n")
-    if sampling.max_tokens < 1:
-        raise InvalidRequest("max_tokens must be at least 1", param="max_tokens")
-    return min(sampling.max_tokens, max_model_len - prompt_tokens)
+    return completion_budget(sampling, prompt_tokens, max_model_len)
 
 
 def vllm_sampling(sampling: SamplingParams, max_tokens: int, stop_token_ids: Sequence[int]) -> Any:
