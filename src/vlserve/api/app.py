@@ -20,7 +20,7 @@ from vlserve.api.errors import install_error_handler
 from vlserve.api.logs import configure_logging
 from vlserve.api.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from vlserve.api import ui
-from vlserve.api.routes import catalog, models, openai, ops
+from vlserve.api.routes import catalog, cluster, models, openai, ops
 from vlserve.registry import Registry
 from vlserve.serving.catalog import CatalogService
 from vlserve.serving.chat import ChatService
@@ -34,8 +34,18 @@ from vlserve.serving.models import ModelService
 from vlserve.serving.records import Phase
 
 
+def default_host(config: ServerConfig) -> ModelHost:
+    """The embedded host, or with `cluster="ray"` a Ray host on the configured cluster (only then is Ray imported)."""
+    if config.cluster == "ray":
+        from vlserve.serving.ray import connect
+
+        return connect(config.ray_address, placement_timeout_s=config.placement_timeout_s,
+                       max_restarts=config.ray_max_restarts, cpus_per_replica=config.ray_cpus_per_replica)
+    return EmbeddedHost()
+
+
 def build_services(config: ServerConfig, host: ModelHost | None = None, registry: Registry | None = None) -> Services:
-    host = host or EmbeddedHost()
+    host = host or default_host(config)
     registry = registry or Registry.default()
     metrics = Metrics()
     metrics.count_running_models(lambda: sum(r.phase is Phase.READY for r in host.list()))
@@ -80,7 +90,7 @@ def create_app(config: ServerConfig | None = None, *, host: ModelHost | None = N
         app.add_middleware(CORSMiddleware, allow_origins=list(services.config.cors_origins), allow_methods=["*"],
                            allow_headers=["*"], expose_headers=["X-Request-Id", "Retry-After"])  # fmt: skip
     app.add_middleware(RequestContextMiddleware, metrics=services.metrics)
-    for module in (openai, models, catalog, ops, ui):
+    for module in (openai, models, catalog, ops, cluster, ui):
         app.include_router(module.router)
     return app
 

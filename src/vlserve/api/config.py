@@ -19,6 +19,25 @@ class ServerConfig(BaseModel):
     log_format: Literal["json", "text"] = Field(
         default="json", description="json: one object per line with the request id; text: for reading in a terminal."
     )
+    # -- where models run -------------------------------------------------------------------------------------
+    cluster: Literal["none", "ray"] = Field(
+        default="none", description="none: models run in this server's process; ray: every model replica is a Ray "
+                                    "actor on a Ray cluster (pip install 'vlserve[cluster]').",
+    )
+    ray_address: str | None = Field(
+        default=None, description="With cluster=ray: the cluster to join (HOST:PORT of `ray start --head`, or auto); "
+                                  "unset: start a one-machine cluster on loopback.",
+    )
+    placement_timeout_s: float = Field(
+        default=60.0, gt=0, description="With cluster=ray: seconds a launch waits for Ray to place its replicas "
+                                        "before it fails with the reason.",
+    )
+    ray_max_restarts: int = Field(
+        default=3, ge=0, description="With cluster=ray: times Ray restarts a replica whose process died.",
+    )
+    ray_cpus_per_replica: float = Field(
+        default=1.0, gt=0, description="With cluster=ray: CPUs each replica reserves (also its torch threads).",
+    )
     # -- who may call ----------------------------------------------------------------------------------------
     api_keys: tuple[str, ...] = Field(
         default=(), repr=False,
