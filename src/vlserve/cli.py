@@ -109,6 +109,9 @@ def serve(
     max_concurrent_requests: Annotated[int, typer.Option(help=_server_help("max_concurrent_requests"))] = 64,
     max_queued_requests: Annotated[int, typer.Option(help=_server_help("max_queued_requests"))] = 256,
     shutdown_grace: Annotated[float, typer.Option(help=_server_help("shutdown_grace_s"))] = 30.0,
+    cluster: Annotated[str, typer.Option(help=_server_help("cluster"))] = "none",
+    ray_address: Annotated[Optional[str], typer.Option(help=_server_help("ray_address"))] = None,
+    placement_timeout: Annotated[float, typer.Option(help=_server_help("placement_timeout_s"))] = 60.0,
 ) -> None:
     """Start the server: HTTP API, the table of running models, and the models themselves. Every limit not
     offered as a flag here has a safe default (see README, Security)."""
@@ -120,7 +123,8 @@ def serve(
         allow_private_media=allow_private_media, media_allow_domains=tuple(media_allow_domain or ()),
         media_allow_dirs=tuple(str(d.resolve()) for d in media_allow_dir or ()),
         max_concurrent_requests=max_concurrent_requests, max_queued_requests=max_queued_requests,
-        shutdown_grace_s=shutdown_grace,
+        shutdown_grace_s=shutdown_grace, cluster=cluster, ray_address=ray_address,
+        placement_timeout_s=placement_timeout,
     )  # fmt: skip
 
 
@@ -198,14 +202,22 @@ def list_models(endpoint: Endpoint = settings.DEFAULT_ENDPOINT, api_key: ApiKey 
         models = _client(endpoint, api_key).get("/v1/models")["data"]
     except ClientError as exc:
         _fail(str(exc))
-    table = Table("UID", "Name", "Engine", "Format", "Size", "Quantization", "Replicas", "Status")
+    table = Table("UID", "Name", "Engine", "Format", "Size", "Quantization", "Replicas", "Status", "Placement")
     for m in models:
         table.add_row(
             m.get("id", ""), m.get("model_name", ""), m.get("model_engine", ""), m.get("model_format", ""),
             str(m.get("model_size_in_billions", "")), m.get("quantization", ""), str(m.get("replica", "")),
-            m.get("status", ""),
+            m.get("status", ""), _placement(m.get("placement") or []),
         )
     console.print(table)
+
+
+def _placement(replicas: list[dict[str, Any]]) -> str:
+    """One line per replica: node address (and the start of its id on a cluster), and the replica's state."""
+    def node(r: dict[str, Any]) -> str:
+        return "local" if r.get("node_id") == "local" else f"{r.get('node_ip')} {str(r.get('node_id'))[:8]}"
+
+    return "\n".join(f"#{r.get('replica')} {node(r)} {r.get('state')}" for r in replicas)
 
 
 @app.command()

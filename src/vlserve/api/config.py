@@ -22,7 +22,7 @@ class ServerConfig(BaseModel):
     # -- where models run -------------------------------------------------------------------------------------
     cluster: Literal["none", "ray"] = Field(
         default="none", description="none: models run in this server's process; ray: every model replica is a Ray "
-                                    "actor on a Ray cluster (pip install 'vlserve[cluster]').",
+                                    "actor on a Ray cluster (needs the cluster extra, which installs Ray).",
     )
     ray_address: str | None = Field(
         default=None, description="With cluster=ray: the cluster to join (HOST:PORT of `ray start --head`, or auto); "
