@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import shlex
+import signal
 import sys
 from pathlib import Path
 
@@ -33,8 +34,18 @@ def parser() -> argparse.ArgumentParser:
     return root
 
 
+def _interrupt_on_sigterm() -> None:
+    """A `timeout`/kill ends the run like Ctrl-C, so every server subprocess is stopped on the way out."""
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, handler)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    _interrupt_on_sigterm()
     from benchmarks.runner import UnknownScenario, run
 
     overrides = {"work_dir": args.work, "results_path": None if args.no_write else args.results,

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Coroutine
-from typing import Any
+from typing import Any, Self
 
 from benchmarks.models import PreparedModel, resolved
 
@@ -24,7 +24,7 @@ class InProcessEngine:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="bench-engine-loop", daemon=True)
         self._thread.start()
-        self.engine = get_factory("Transformers").create(resolved(quantization), model.path, options)
+        self.engine = get_factory("Transformers").create(resolved(model, quantization), model.path, options)
         try:
             self.info = self.call(self.engine.load())
         except BaseException:
@@ -51,8 +51,8 @@ class InProcessEngine:
         self._thread.join(timeout=60)
         self._loop.close()
 
-    def __enter__(self) -> InProcessEngine:
+    def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()

@@ -64,12 +64,13 @@ def measure(model_dir: Path, quantization: str) -> dict[str, int]:
     bare_anon = _status_bytes("RssAnon")
     import transformers  # noqa: F401
 
-    from benchmarks.models import resolved
+    from benchmarks.models import PreparedModel, resolved
     from vlserve.engines import get_factory
 
     if quantization in ("8-bit", "4-bit"):
         import bitsandbytes  # noqa: F401
-    engine = get_factory("Transformers").create(resolved(quantization), model_dir, {})
+    spec = resolved(PreparedModel("1B full-size", model_dir, True), quantization)
+    engine = get_factory("Transformers").create(spec, model_dir, {})
     imported = _settled_rss()
     asyncio.run(engine.load())
     loaded = _settled_rss()

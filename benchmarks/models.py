@@ -1,5 +1,6 @@
 """The models the harness prepares for itself under the work folder: the InternVL2.5-1B twin (shrunk dimensions,
-tens of MB) and the full-size 1B architecture with random weights (~1.9 GB), both via vlserve's `write_twin`.
+tens of MB) and the full-size 1B architecture with random weights (~1.9 GB), both via vlserve's `write_twin`
+(P7 on a GPU machine: the full-size 8B, ~16 GB).
 
 A folder is reused when its stamp matches the twin builder's source (twins are seeded, so the same builder writes
 the same bytes); otherwise it is rewritten. Launch parameters and in-process engines resolve the same spec.
@@ -14,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 ARCHITECTURE = "InternVL2_5-1B"
-LAUNCH_SPEC = {"model_name": "InternVL2.5", "model_size_in_billions": 1, "model_format": "pytorch"}
 _STAMP = ".bench-stamp.json"
 
 
@@ -23,30 +23,37 @@ class PreparedModel:
     label: str  # "1B twin" / "1B full-size"
     path: Path
     full_size: bool
+    size_in_billions: int = 1
+
+    @property
+    def launch_spec(self) -> dict[str, Any]:
+        return {"model_name": "InternVL2.5", "model_size_in_billions": self.size_in_billions, "model_format": "pytorch"}
 
     def config(self) -> dict[str, Any]:
         return json.loads((self.path / "config.json").read_text(encoding="utf-8"))
 
 
 def twin(work_dir: Path) -> PreparedModel:
-    return _prepare(work_dir, full_size=False)
+    return prepare(work_dir, full_size=False)
 
 
 def full_size(work_dir: Path) -> PreparedModel:
-    return _prepare(work_dir, full_size=True)
+    return prepare(work_dir, full_size=True)
 
 
-def _prepare(work_dir: Path, *, full_size: bool) -> PreparedModel:
+def prepare(work_dir: Path, *, full_size: bool, architecture: str = ARCHITECTURE) -> PreparedModel:
+    """The twin of `architecture` (a pytorch InternVL2.5 checkpoint name, e.g. InternVL2_5-8B) in the work folder."""
     from vlserve.families.internvl2_5.twin import write_twin
 
-    folder = Path(work_dir) / "models" / (f"{ARCHITECTURE}-{'full' if full_size else 'twin'}")
-    stamp = {"architecture": ARCHITECTURE, "full_size": full_size, "builder": _builder_hash()}
+    folder = Path(work_dir) / "models" / (f"{architecture}-{'full' if full_size else 'twin'}")
+    stamp = {"architecture": architecture, "full_size": full_size, "builder": _builder_hash()}
     stamp_file = folder / _STAMP
     if not (stamp_file.exists() and json.loads(stamp_file.read_text()) == stamp):
         stamp_file.unlink(missing_ok=True)
-        write_twin(ARCHITECTURE, folder, full_size=full_size)
+        write_twin(architecture, folder, full_size=full_size)
         stamp_file.write_text(json.dumps(stamp))
-    return PreparedModel(f"1B {'full-size' if full_size else 'twin'}", folder, full_size)
+    size = int(architecture.removeprefix("InternVL2_5-").removesuffix("B"))
+    return PreparedModel(f"{size}B {'full-size' if full_size else 'twin'}", folder, full_size, size)
 
 
 def _builder_hash() -> str:
@@ -60,15 +67,15 @@ def _builder_hash() -> str:
     return digest.hexdigest()[:16]
 
 
-def resolved(quantization: str = "none", engine: str = "Transformers"):
-    """The registry spec both sides of a comparison serve (what a launch with LAUNCH_SPEC resolves to)."""
+def resolved(model: PreparedModel, quantization: str = "none", engine: str = "Transformers"):
+    """The registry spec both sides of a comparison serve (what a launch of `model` resolves to)."""
     from vlserve.registry import Registry, resolve
 
-    return resolve(Registry.default(), model_engine=engine, quantization=quantization, **LAUNCH_SPEC)
+    return resolve(Registry.default(), model_engine=engine, quantization=quantization, **model.launch_spec)
 
 
 def launch_body(model: PreparedModel, uid: str, engine: str = "Transformers", quantization: str = "none",
                 **options: Any) -> dict[str, Any]:  # fmt: skip
     """POST /v1/models body (Xinference's launch) for a prepared model; extra keys are engine options."""
-    return {**LAUNCH_SPEC, "model_engine": engine, "quantization": quantization, "model_uid": uid,
+    return {**model.launch_spec, "model_engine": engine, "quantization": quantization, "model_uid": uid,
             "model_path": str(model.path), **options}  # fmt: skip

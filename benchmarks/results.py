@@ -23,6 +23,7 @@ class ScenarioResult:
     notes: list[str] = field(default_factory=list)  # design choices and caveats a reader needs
     charts: list[Path] = field(default_factory=list)
     seconds: float = 0.0
+    design: str = ""  # how the scenario measures (its module's docstring)
 
     def check(self, figure: Figure, target=None) -> Check:
         made = Check(figure, target)
@@ -36,7 +37,7 @@ class ScenarioResult:
         return {
             "id": self.id, "title": self.title, "baseline": self.baseline, "status": self.status,
             "reason": self.reason, "seconds": self.seconds, "checks": [c.to_dict() for c in self.checks],
-            "figures": [f.to_dict() for f in self.figures], "notes": self.notes,
+            "figures": [f.to_dict() for f in self.figures], "notes": self.notes, "design": self.design,
             "charts": [str(p) for p in self.charts],
         }  # fmt: skip
 

@@ -4,6 +4,7 @@ folder) without stopping the others; then the table, results-<profile>.json and 
 from __future__ import annotations
 
 import datetime
+import inspect
 import json
 import time
 import traceback
@@ -60,6 +61,7 @@ def _run_one(ctx: Context, scenario_id: str) -> ScenarioResult:
         result = ScenarioResult(scenario_id, getattr(module, "TITLE", scenario_id), getattr(module, "BASELINE", ""),
                                 status="failed", reason=f"{type(exc).__name__}: {exc}")  # fmt: skip
     result.seconds = time.perf_counter() - start
+    result.design = inspect.cleandoc(module_for(scenario_id).__doc__ or "")
     if result.status == "skipped":
         ctx.console.print(f"[yellow]{scenario_id} skipped: {result.reason}[/]")
     return result

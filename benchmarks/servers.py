@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import httpx
 
@@ -87,10 +87,10 @@ class Server:
         except OSError:
             return "(no log)"
 
-    def __enter__(self) -> Server:
+    def __enter__(self) -> Self:
         return self.start() if self.process is None else self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.stop()
 
 

@@ -72,7 +72,13 @@ class RequestSpec:
         return body
 
     def engine_request(self, request_id: str):
-        from vlserve.engines.base import ChatMessage, GenerateRequest, ImagePart, SamplingParams, TextPart
+        from vlserve.engines.base import (
+            ChatMessage,
+            GenerateRequest,
+            ImagePart,
+            SamplingParams,
+            TextPart,
+        )
 
         parts: list = []
         if self.image_size is not None:

@@ -33,8 +33,8 @@ def run(ctx: Context) -> ScenarioResult:
         run_engine(engine, [RequestSpec(PROMPTS[0], 1, size, max_tiles=1)], 1)  # warm-up
         for max_tiles in cfg.b2_max_tiles:
             tiles, spec = num_tiles(*size, max_tiles), RequestSpec(PROMPTS[0], 1, size, max_tiles=max_tiles)
-            runs = paired(cfg.repeats, {"ttft": lambda: run_engine(engine, [spec], 1), "rate": bounds.matmul_rate},
-                          warmup=False)  # fmt: skip
+            runs = paired(cfg.repeats, {"ttft": lambda spec=spec: run_engine(engine, [spec], 1),
+                                        "rate": bounds.matmul_rate}, warmup=False)  # fmt: skip
             prompt_tokens = runs["ttft"][0].requests[0].prompt_tokens
             flops = arch.image_prompt_flops(config, tiles, prompt_tokens)
             ttft = [r.median_ttft for r in runs["ttft"]]

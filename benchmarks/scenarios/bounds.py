@@ -39,7 +39,7 @@ def matmul_rate(calls: int = 3) -> tuple[float, str]:
         for m, k, n in MATMUL_SHAPES:
             a, b = torch.randn(m, k, dtype=torch.bfloat16), torch.randn(k, n, dtype=torch.bfloat16)
             torch.matmul(a, b)
-            seconds = min(_seconds(lambda: torch.matmul(a, b)) for _ in range(calls))
+            seconds = min(_seconds(lambda a=a, b=b: torch.matmul(a, b)) for _ in range(calls))
             rate = 2 * m * k * n / seconds
             if rate > best_rate:
                 best_rate, best_shape = rate, f"{m}×{k} @ {k}×{n}"

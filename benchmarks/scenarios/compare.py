@@ -33,8 +33,9 @@ def sweep(ctx: Context, result: ScenarioResult, label: str, ours: Side, baseline
     runs: dict[int, dict[str, list[LoadResult]]] = {}
     for c in ctx.config.p1_concurrency:
         specs = mix(max(c, 2))
-        runs[c] = paired(ctx.config.repeats, {"ours": lambda: ours.drive(specs, c),
-                                              "baseline": lambda: baseline.drive(specs, c)}, warmup=False)  # fmt: skip
+        runs[c] = paired(ctx.config.repeats, {"ours": lambda specs=specs, c=c: ours.drive(specs, c),
+                                              "baseline": lambda specs=specs, c=c: baseline.drive(specs, c)},
+                         warmup=False)  # fmt: skip
         _report(ctx, result, f"{label}, c={c}", ours.name, baseline.name, runs[c])
     _chart(ctx, result, label, ours.name, baseline.name, runs)
     return runs

@@ -14,6 +14,7 @@ import statistics
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Self
 
 from benchmarks import models
 from benchmarks.inprocess import InProcessEngine
@@ -31,7 +32,8 @@ def run(ctx: Context) -> ScenarioResult:
     cfg = ctx.config
     model = models.full_size(ctx.work_dir) if cfg.p2_full_size else models.twin(ctx.work_dir)
     n, tokens = cfg.p2_requests, cfg.p2_max_tokens
-    mixes = [("1-tile", image_mix(n, tokens, max_tiles=1), cfg.repeats, at_least(3.0))]
+    target = at_least(3.0) if model.full_size else None  # the target is about the full-size arch
+    mixes = [("1-tile", image_mix(n, tokens, max_tiles=1), cfg.repeats, target)]
     if cfg.p2_thirteen_tile:
         mixes.append(("13-tile", image_mix(n, tokens, max_tiles=12, size=thirteen_tile_size()), 1, None))
     result = ScenarioResult(ID, TITLE, BASELINE)
@@ -40,9 +42,12 @@ def run(ctx: Context) -> ScenarioResult:
         run_engine(engine, warm, 2)
         naive.run(warm)
         for label, specs, repeats, target in mixes:
-            runs = paired(repeats, {"engine": lambda: run_engine(engine, specs, n), "naive": lambda: naive.run(specs)},
-                          warmup=False)  # fmt: skip
+            runs = paired(repeats, {"engine": lambda specs=specs: run_engine(engine, specs, n),
+                                    "naive": lambda specs=specs: naive.run(specs)}, warmup=False)  # fmt: skip
             _report(ctx, result, f"{model.label}, {label}, c={n}, {tokens} tokens", runs, target)
+    if not model.full_size:
+        result.notes.append("run on the twin (quick profile): the ≥ 3× target applies to the full-size arch, so the "
+                            "ratio is only reported")  # fmt: skip
     result.notes.append("HF generate runs with transformers' default (sdpa) attention and DynamicCache; the engine "
                         "with its slot KV cache; both in bf16 with torch's default thread count")  # fmt: skip
     return result
@@ -108,7 +113,7 @@ class NaiveGenerate:
     def close(self) -> None:
         self.model = None
 
-    def __enter__(self) -> NaiveGenerate:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc) -> None:

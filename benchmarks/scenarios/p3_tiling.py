@@ -34,9 +34,9 @@ def run(ctx: Context) -> ScenarioResult:
             raise AssertionError(f"{label}: shapes differ, ours {tuple(ours.shape)} vs reference {tuple(theirs.shape)}")
         result.check(Figure.of(f"{label}: max abs diff", "", [float((ours - theirs).abs().max())]), at_most(1e-5))
         times = paired(ctx.config.p3_repeats, {
-            "ours": lambda: timed(lambda: tiling.pixel_values(image))[0],
-            "reference": lambda: timed(lambda: reference(image, return_tensors="pt"))[0],
-            "floor": lambda: timed(lambda: _resizes_alone(image))[0],
+            "ours": lambda image=image: timed(lambda: tiling.pixel_values(image))[0],
+            "reference": lambda image=image: timed(lambda: reference(image, return_tensors="pt"))[0],
+            "floor": lambda image=image: timed(lambda: _resizes_alone(image))[0],
         })  # fmt: skip
         result.check(Figure.of(f"{label}: speed-up vs reference", "×", ratios(times["reference"], times["ours"])), FASTER)
         result.check(Figure.of(f"{label}: ours / resize floor", "×", ratios(times["ours"], times["floor"])))
@@ -50,7 +50,12 @@ def run(ctx: Context) -> ScenarioResult:
 def _reference_processor():
     from transformers import GotOcr2ImageProcessorPil
 
-    from vlserve.families.internvl2_5.tiling import DEFAULT_MAX_TILES, IMAGENET_MEAN, IMAGENET_STD, TILE
+    from vlserve.families.internvl2_5.tiling import (
+        DEFAULT_MAX_TILES,
+        IMAGENET_MEAN,
+        IMAGENET_STD,
+        TILE,
+    )
 
     return GotOcr2ImageProcessorPil(
         crop_to_patches=True, size={"height": TILE, "width": TILE}, min_patches=1, max_patches=DEFAULT_MAX_TILES,

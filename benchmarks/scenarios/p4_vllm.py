@@ -2,18 +2,21 @@
 server (`python -m vllm.entrypoints.openai.api_server`) on the same checkpoint folder, c=1..8, same request mix.
 
 Both servers run with the interpreter given by `--vllm-python` (vLLM may live in its own venv) and the same
-settings: bf16, max_model_len 8192, max_num_seqs 16, 16 images per prompt, a 2 GiB CPU KV cache
-(VLLM_CPU_KVCACHE_SPACE). vLLM's server is stock except that vlserve's `internvl_chat` config class is registered
-before it starts (the twins ship no remote code) and it gets the internvl2_5 chat template
-(`benchmarks/internvl2_5_chat_template.jinja`), so both sides see the same prompts; prompt token counts are compared
-and a mismatch is noted. Requests carry `ignore_eos` and `min_tokens` (fixed output on vLLM), `max_tiles` (vlserve)
-and `mm_processor_kwargs.max_dynamic_patch` (vLLM). Skipped, with the reason, where vLLM is not importable.
+settings (`VllmSetup`: on CPU bf16, max_model_len 8192, max_num_seqs 16, 16 images per prompt, a 2 GiB KV cache).
+vLLM's server is stock except that vlserve's `internvl_chat` config class is registered before it starts (the
+twins ship no remote code), it gets the internvl2_5 chat template (`benchmarks/internvl2_5_chat_template.jinja`)
+and vlserve's exported tokenizer (InternLM2 checkpoints otherwise need remote code), so both sides see the same
+prompts; prompt token counts are compared and a mismatch is noted. Requests carry `ignore_eos` and `min_tokens`
+(fixed output on vLLM), `max_tiles` (vlserve) and `mm_processor_kwargs.max_dynamic_patch` (vLLM). Skipped, with the
+reason, where vLLM is not importable. P7 runs the same comparison on a GPU with the full-size 8B architecture.
 """
 
 from __future__ import annotations
 
 import subprocess
-from dataclasses import replace
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 from benchmarks import models
 from benchmarks.config import BENCH_DIR
@@ -26,13 +29,27 @@ from benchmarks.workload import RequestSpec, image_mix, text_mix
 
 ID, TITLE = "P4", "vLLM engine through vlserve vs vLLM's own OpenAI server"
 BASELINE = "vLLM's OpenAI server (python -m vllm.entrypoints.openai.api_server), same folder and settings"
-UID = "p4"
-ENV = {"VLLM_CPU_KVCACHE_SPACE": "2", "VLLM_USAGE_STATS_ENABLED": "0", "VLLM_NO_USAGE_STATS": "1"}
-SETTINGS = {"dtype": "bfloat16", "max_model_len": 8192, "max_num_seqs": 16}
+UID = "bench-vllm"
 VLLM_MAIN = (
     "import runpy, sys; import vlserve.families.internvl2_5.vllm_support; "
     "sys.argv = ['vllm.entrypoints.openai.api_server', *sys.argv[1:]]; "
     "runpy.run_module('vllm.entrypoints.openai.api_server', run_name='__main__', alter_sys=True)"
+)
+
+
+@dataclass(frozen=True)
+class VllmSetup:
+    """One set of settings, as vlserve launch options and as the equivalent vLLM server flags."""
+
+    options: dict[str, Any]
+    flags: list[str]
+    env: dict[str, str] = field(default_factory=dict)
+
+
+CPU = VllmSetup(
+    options={"dtype": "bfloat16", "max_model_len": 8192, "max_num_seqs": 16},
+    flags=["--dtype", "bfloat16", "--max-model-len", "8192", "--max-num-seqs", "16"],
+    env={"VLLM_CPU_KVCACHE_SPACE": "2", "VLLM_NO_USAGE_STATS": "1"},
 )
 
 
@@ -43,23 +60,28 @@ def run(ctx: Context) -> ScenarioResult:
         return skipped(ID, TITLE, BASELINE, reason)
     cfg, result = ctx.config, ScenarioResult(ID, TITLE, BASELINE)
     tokens = cfg.p1_max_tokens
-    variants = [("1B twin, 1-tile image", models.twin, lambda n: _for_vllm(image_mix(n, tokens, max_tiles=1)))]
+    variants = [("1B twin, 1-tile image", models.twin, lambda n: for_vllm(image_mix(n, tokens, max_tiles=1)))]
     if cfg.p1_full_size:
-        variants.insert(0, ("1B full-size, text", models.full_size, lambda n: _for_vllm(text_mix(n, tokens))))
+        variants.insert(0, ("1B full-size, text", models.full_size, lambda n: for_vllm(text_mix(n, tokens))))
     for label, prepare, mix in variants:
-        model = prepare(ctx.work_dir)
-        with vlserve_server(ctx.work_dir, python, ENV) as ours, vllm_server(ctx, model, python) as theirs:
-            launch(ours, models.launch_body(model, UID, engine="vLLM", **SETTINGS))
-            sweep(ctx, result, label, Side("vlserve", lambda specs, c: run_http(ours.url, UID, specs, c)),
-                  Side("vLLM server", lambda specs, c: run_http(theirs.url, UID, specs, c)), mix)  # fmt: skip
-    result.notes.append(f"interpreter: {python}; settings {SETTINGS}, KV cache {ENV['VLLM_CPU_KVCACHE_SPACE']} GiB")
+        compare(ctx, result, label, prepare(ctx.work_dir), mix, CPU)
+    result.notes.append(f"interpreter: {python}; settings {CPU.options}, environment {CPU.env}")
     return result
+
+
+def compare(ctx: Context, result: ScenarioResult, label: str, model: models.PreparedModel,
+            mix: Callable[[int], list[RequestSpec]], setup: VllmSetup) -> None:  # fmt: skip
+    python = ctx.config.vllm_python
+    with vlserve_server(ctx.work_dir, python, setup.env) as ours, vllm_server(ctx, model, setup) as theirs:
+        launch(ours, models.launch_body(model, UID, engine="vLLM", **setup.options))
+        sweep(ctx, result, label, Side("vlserve", lambda specs, c: run_http(ours.url, UID, specs, c)),
+              Side("vLLM server", lambda specs, c: run_http(theirs.url, UID, specs, c)), mix)  # fmt: skip
 
 
 def vllm_usable(python: str) -> tuple[bool, str]:
     probe = "import vllm, vlserve.engines.vllm_engine.engine, vlserve.families.internvl2_5.vllm_support"
     try:
-        done = subprocess.run([python, "-c", probe], capture_output=True, text=True, timeout=300)
+        done = subprocess.run([python, "-c", probe], capture_output=True, text=True, timeout=300, check=False)
     except (OSError, subprocess.TimeoutExpired) as exc:
         return False, f"cannot run {python}: {exc}"
     if done.returncode != 0:
@@ -69,17 +91,25 @@ def vllm_usable(python: str) -> tuple[bool, str]:
     return True, ""
 
 
-def vllm_server(ctx: Context, model: models.PreparedModel, python: str) -> Server:
-    port = free_port()
-    argv = [python, "-c", VLLM_MAIN, "--model", str(model.path), "--served-model-name", UID, "--host", "127.0.0.1",
-            "--port", str(port), "--dtype", SETTINGS["dtype"], "--max-model-len", str(SETTINGS["max_model_len"]),
-            "--max-num-seqs", str(SETTINGS["max_num_seqs"]), "--limit-mm-per-prompt", '{"image": 16}',
-            "--chat-template", str(BENCH_DIR / "internvl2_5_chat_template.jinja"), "--seed", "0",
-            "--disable-log-requests"]  # fmt: skip
-    return Server("vllm", argv, port, ctx.work_dir / "logs", ENV)
+def vllm_server(ctx: Context, model: models.PreparedModel, setup: VllmSetup) -> Server:
+    python, port = ctx.config.vllm_python, free_port()
+    tokenizer = _exported_tokenizer(python, model, ctx.work_dir / "tokenizers" / model.path.name)
+    argv = [python, "-c", VLLM_MAIN, "--model", str(model.path), "--tokenizer", str(tokenizer),
+            "--served-model-name", UID, "--host", "127.0.0.1", "--port", str(port), *setup.flags,
+            "--limit-mm-per-prompt", '{"image": 16}', "--seed", "0",
+            "--chat-template", str(BENCH_DIR / "internvl2_5_chat_template.jinja")]  # fmt: skip
+    return Server("vllm", argv, port, ctx.work_dir / "logs", setup.env)
 
 
-def _for_vllm(specs: list[RequestSpec]) -> list[RequestSpec]:
+def _exported_tokenizer(python: str, model: models.PreparedModel, outdir) -> str:
+    """vlserve's tokenizer written in a form vLLM loads without remote code (same ids as the checkpoint's)."""
+    code = ("import sys; from pathlib import Path; from vlserve.families.internvl2_5.tokenizer import save_tokenizer; "
+            "save_tokenizer(Path(sys.argv[1]), Path(sys.argv[2]))")  # fmt: skip
+    subprocess.run([python, "-c", code, str(model.path), str(outdir)], check=True, capture_output=True, timeout=600)
+    return str(outdir)
+
+
+def for_vllm(specs: list[RequestSpec]) -> list[RequestSpec]:
     """The same requests with the fields vLLM's server needs for the same work (vlserve ignores them)."""
     out = []
     for spec in specs:
