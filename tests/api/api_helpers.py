@@ -39,11 +39,14 @@ class LiveServer:
         self.thread.join(timeout=60)
 
 
-def start_server(app: FastAPI) -> LiveServer:
+def start_server(app: FastAPI, *, lifespan: bool = True) -> LiveServer:
+    """Serve `app` on a free loopback port. lifespan=False for an app sharing another server's model host, so
+    stopping it does not unload that host's models."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on", access_log=False))
+    config = uvicorn.Config(app, log_level="warning", lifespan="on" if lifespan else "off", access_log=False)
+    server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True, name="vlserve-test-server")
     thread.start()
     deadline = time.monotonic() + 30

@@ -81,17 +81,23 @@ class BodyLimitMiddleware:
             response = JSONResponse(error_body(self._error()), status_code=413)
             await response(scope, receive, send)
             return
-        received = 0
+        received, refused = 0, False
 
         async def counting_receive() -> Message:
-            nonlocal received
+            nonlocal received, refused
             message = await receive()
             received += len(message.get("body", b""))
-            if received > self.max_bytes:
-                raise self._error()  # becomes the 413 in the error handler
+            if received > self.max_bytes and not refused:  # answer now; the app sees its client leave
+                refused = True
+                await JSONResponse(error_body(self._error()), status_code=413)(scope, receive, send)
+                return {"type": "http.disconnect"}
             return message
 
-        await self.app(scope, counting_receive, send)
+        async def send_unless_refused(message: Message) -> None:
+            if not refused:
+                await send(message)
+
+        await self.app(scope, counting_receive, send_unless_refused)
 
     def _error(self) -> PayloadTooLarge:
         return PayloadTooLarge(f"the request body is larger than this server's limit of {self.max_bytes} bytes; "

@@ -65,15 +65,13 @@ def _embedded_ipv4(ip: IPAddress) -> ipaddress.IPv4Address | None:
 def address_problem(address: str) -> str | None:
     """Why a fetch must not connect to `address`, or None when it is a public unicast address."""
     ip = ipaddress.ip_address(address.split("%", 1)[0])  # drop an IPv6 zone id
-    for candidate in filter(None, (ip, _embedded_ipv4(ip))):
-        for kind, flag in (("loopback", candidate.is_loopback), ("unspecified", candidate.is_unspecified),
-                           ("link-local", candidate.is_link_local), ("multicast", candidate.is_multicast),
-                           ("private", candidate.is_private), ("reserved", candidate.is_reserved)):
-            if flag:
-                return f"{address} is a {kind} address"
-        if not candidate.is_global:
-            return f"{address} is not a public address"
-    return None
+    ip = _embedded_ipv4(ip) or ip  # the IPv6 form only carries it
+    for kind, flag in (("loopback", ip.is_loopback), ("unspecified", ip.is_unspecified),
+                       ("link-local", ip.is_link_local), ("multicast", ip.is_multicast),
+                       ("private", ip.is_private), ("reserved", ip.is_reserved)):
+        if flag:
+            return f"{address} is a {kind} address"
+    return None if ip.is_global else f"{address} is not a public address"
 
 
 def domain_allowed(host: str, domains: tuple[str, ...]) -> bool:
@@ -103,7 +101,7 @@ class MediaFetcher:
         try:
             async with asyncio.timeout(self.policy.timeout_s):
                 return await self._fetch_http(url)
-        except TimeoutError as exc:
+        except (TimeoutError, httpx.TimeoutException) as exc:
             raise InvalidRequest(f"fetching {_short(url)} timed out after {self.policy.timeout_s:g}s") from exc
         except httpx.HTTPError as exc:
             raise InvalidRequest(f"fetching {_short(url)} failed: {exc}") from exc
