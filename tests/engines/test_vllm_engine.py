@@ -79,7 +79,7 @@ def test_unknown_launch_option_names_the_valid_ones():
     assert "max_model_length" in err.value.message and "max_model_len" in err.value.message
 
 
-@pytest.mark.parametrize("options", [{"max_model_len": 0}, {"dtype": "int3"}, {"limit_mm_per_prompt": {"audio": 1}},
+@pytest.mark.parametrize("options", [{"max_model_len": 0}, {"dtype": "int3"}, {"limit_mm_per_prompt": {"video": 1}},
                                      {"gpu_memory_utilization": 1.5}, {"n_gpu": -1}])  # fmt: skip
 def test_bad_launch_option_values_are_invalid_requests(options):
     from vlserve.engines import get_factory
@@ -95,6 +95,7 @@ def test_launch_defaults_and_kv_cache_size(monkeypatch):
     opts = LaunchOptions.parse({"n_gpu": 2, "dtype": "bf16"})
     assert (opts.max_model_len, opts.parallel_size, opts.dtype) == (16384, 2, "bfloat16")
     monkeypatch.delenv(KV_CACHE_ENV, raising=False)
+    assert LaunchOptions.parse({"limit_mm_per_prompt": 8}).limit_mm_per_prompt == {"image": 8}
     assert 1024**3 <= opts.cpu_kv_cache_bytes() <= 64 * 1024**3
     monkeypatch.setenv(KV_CACHE_ENV, "3")
     assert opts.cpu_kv_cache_bytes() is None  # vLLM reads the variable itself

@@ -24,8 +24,8 @@ class LaunchOptions(BaseModel):
     tensor_parallel_size: int | None = Field(None, ge=1, description="Overrides n_gpu's tensor-parallel size.")
     enforce_eager: bool = Field(False, description="Skip CUDA graphs / torch.compile (faster start, slower decode).")
     limit_mm_per_prompt: dict[str, int] = Field(
-        default_factory=dict, description="Most items per prompt by modality, e.g. {'image': 16}; video frames "
-        "count as images. Default: the model family's (16 images for InternVL2.5)."
+        default_factory=dict, description="Most images per prompt, e.g. {'image': 16}; video frames are sent as "
+        "images and count here. Default: the model family's (16 for InternVL2.5)."
     )  # fmt: skip
     max_num_seqs: int = Field(16, ge=1, description="Sequences scheduled together.")
     dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
@@ -44,12 +44,17 @@ class LaunchOptions(BaseModel):
             return "auto"
         return _DTYPE_ALIASES.get(str(value).lower(), str(value).lower())
 
+    @field_validator("limit_mm_per_prompt", mode="before")
+    @classmethod
+    def _image_count(cls, value: Any) -> Any:
+        return {"image": value} if isinstance(value, int) else value  # `--limit_mm_per_prompt 8` on the CLI
+
     @field_validator("limit_mm_per_prompt")
     @classmethod
     def _limits(cls, value: dict[str, int]) -> dict[str, int]:
-        bad = {k: v for k, v in value.items() if k not in ("image", "video") or v < 0}
+        bad = {k: v for k, v in value.items() if k != "image" or v < 1}
         if bad:
-            raise ValueError(f"limit_mm_per_prompt takes image/video counts >= 0, got {bad}")
+            raise ValueError(f"takes an image count >= 1 (video frames are sent as images), got {bad}")
         return value
 
     @classmethod
