@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import os
 import signal
 import time
@@ -156,6 +157,31 @@ async def test_a_killed_replica_fails_its_request_cleanly_others_keep_serving_an
     assert victim.restarts == 1 and victim.error  # why it restarted stays visible
     assert host.get(UID).phase is Phase.READY
     assert len(await asyncio.gather(*(collect(host, f"after-{i}") for i in range(2)))) == 2
+
+
+async def test_ray_listens_on_loopback_only_and_leaves_nothing_in_the_home_folder(host, ray_cluster):
+    import psutil
+
+    processes = psutil.Process().children(recursive=True)
+    assert len(processes) > 5  # GCS, raylets, replica workers, ...
+    listening = {(c.laddr.ip, c.laddr.port) for p in processes for c in _listening(p)}
+    assert listening and all(_loopback(ip) for ip, _ in listening), listening
+    if not ray_cluster.home_token_before:
+        assert not (Path.home() / ".ray" / "auth_token").exists()
+    assert os.environ["RAY_USAGE_STATS_ENABLED"] == "0"
+
+
+def _loopback(ip: str) -> bool:
+    address = ipaddress.ip_address(ip)
+    return address.is_loopback or bool(getattr(address, "ipv4_mapped", None) and address.ipv4_mapped.is_loopback)
+
+
+def _listening(process):
+    import psutil
+
+    with contextlib.suppress(psutil.Error):
+        return [c for c in process.net_connections(kind="inet") if c.status == psutil.CONN_LISTEN]
+    return []
 
 
 async def test_gpu_idx_and_an_unknown_worker_ip_are_refused_at_once(host, resolved, twin):

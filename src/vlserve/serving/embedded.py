@@ -249,8 +249,15 @@ def _with_replicas(slot: _Slot) -> ModelRecord:
 def local_node(replicas: tuple[str, ...] = ()) -> NodeInfo:
     """The server's own machine: CPUs, memory and NVIDIA GPUs as the OS reports them (no torch import)."""
     resources = {"CPU": float(os.cpu_count() or 1), "GPU": float(_gpu_count()), "memory": float(_memory_bytes())}
-    return NodeInfo(LOCAL_NODE, socket.gethostname(), alive=True, is_head=True, resources=resources,
+    return NodeInfo(LOCAL_NODE, _address(), alive=True, is_head=True, resources=resources,
                     available=dict(resources), replicas=replicas)  # fmt: skip
+
+
+def _address() -> str:
+    try:
+        return socket.gethostbyname(socket.gethostname())
+    except OSError:
+        return "127.0.0.1"
 
 
 def _gpu_count() -> int:

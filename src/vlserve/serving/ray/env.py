@@ -5,7 +5,8 @@
 - a cluster this process starts gets a fresh auth token from the environment (`RAY_AUTH_TOKEN`), so Ray does not
   write one under ~/.ray;
 - a cluster this process starts listens on loopback only (`RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`; measured: without
-  it Ray binds the machine's routable address). Joining an existing cluster leaves this alone.
+  it Ray binds the machine's routable address), even when something imported Ray before. Joining an existing
+  cluster leaves this alone.
 
 Values the user already set win, except that a started-here cluster always gets its own token when none is set.
 """
@@ -30,7 +31,13 @@ def prepare(*, local: bool) -> None:
     if local:
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
         os.environ.setdefault("RAY_AUTH_TOKEN", secrets.token_hex(32))
+        _loopback_if_imported()
 
 
-def ray_imported() -> bool:
-    return "ray" in sys.modules
+def _loopback_if_imported() -> None:
+    """Ray reads the loopback switch when `ray` is first imported, and other libraries import it early (transformers
+    probes for Ray Tune with find_spec("ray.tune"), which imports `ray`). The address of a node this process starts
+    is chosen later, from that module constant: set it too."""
+    constants = sys.modules.get("ray._private.ray_constants")
+    if constants is not None and os.environ.get("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER") == "0":
+        constants.ENABLE_RAY_CLUSTER = False
