@@ -38,9 +38,18 @@ def _field(error: dict) -> str:
     return ".".join(p for i, p in enumerate(parts) if i == 0 or p != parts[i - 1])
 
 
+_BODY_PROBLEMS = {  # errors about the body as a whole, which pydantic words for a field
+    "json_invalid": "the request body is not valid JSON",
+    "missing": "the request body is empty; send a JSON object (Content-Type: application/json)",
+    "model_attributes_type": "the request body must be a JSON object (Content-Type: application/json)",
+    "dict_type": "the request body must be a JSON object (Content-Type: application/json)",
+}
+
+
 def _problem(error: dict) -> str:
-    if error.get("type") == "json_invalid":
-        return "the request body is not valid JSON"
+    if error.get("type") == "json_invalid" or (tuple(error.get("loc", ())) == ("body",)
+                                               and error.get("type") in _BODY_PROBLEMS):
+        return _BODY_PROBLEMS[error["type"]]
     return f"{_field(error)}: {error.get('msg')}" if _field(error) else str(error.get("msg"))
 
 
@@ -57,6 +66,8 @@ def _validation_error(exc: RequestValidationError) -> InvalidRequest:
 def _http_error(request: Request, exc: HTTPException) -> VlserveError:
     if exc.status_code == 404:
         return NotFound(f"no route {request.method} {request.url.path}; see the API list in the README")
+    if exc.status_code == 400 and exc.detail == "There was an error parsing the body":  # FastAPI's words
+        return InvalidRequest("the request body could not be read as JSON (is it UTF-8 JSON, as Content-Type says?)")
     error = VlserveError(str(exc.detail))
     error.status_code = exc.status_code  # keep the router's status (405, ...) on this one instance
     error.error_type = "invalid_request_error" if exc.status_code < 500 else "internal_error"

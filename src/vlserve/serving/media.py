@@ -65,20 +65,22 @@ def open_image(data: bytes, *, param: str, max_pixels: int) -> Image.Image:
     converted to RGB. The size is checked from the header, before any pixel is decoded."""
     try:
         image = Image.open(io.BytesIO(data), formats=IMAGE_FORMATS)
+        if image.width * image.height > max_pixels:
+            raise _too_many_pixels(param, max_pixels, f"{image.width}x{image.height} pixels")
+        image.load()
+        return image.convert("RGB")
     except UnidentifiedImageError:
         raise InvalidRequest(f"{param} is not a readable image (accepted: {', '.join(IMAGE_FORMATS)}, by content)",
                              param=param) from None
-    except (OSError, ValueError, Image.DecompressionBombError, SyntaxError) as exc:
+    except Image.DecompressionBombError:  # Pillow's own guard, for sizes known only while decoding
+        raise _too_many_pixels(param, max_pixels, "too many pixels") from None
+    except (OSError, ValueError, SyntaxError) as exc:
         raise InvalidRequest(f"{param} is not a readable image ({exc})", param=param) from exc
-    width, height = image.size
-    if width * height > max_pixels:
-        raise InvalidRequest(f"{param} is {width}x{height} = {width * height} pixels; this server accepts at most "
-                             f"{max_pixels} pixels per image; send a smaller image", param=param)  # fmt: skip
-    try:
-        image.load()
-        return image.convert("RGB")
-    except (OSError, ValueError, Image.DecompressionBombError, SyntaxError) as exc:
-        raise InvalidRequest(f"{param} is not a readable image ({exc})", param=param) from exc
+
+
+def _too_many_pixels(param: str, max_pixels: int, what: str) -> InvalidRequest:
+    return InvalidRequest(f"{param} has {what}; this server accepts at most {max_pixels} pixels per image; send a "
+                          "smaller image", param=param)  # fmt: skip
 
 
 def _short(url: str) -> str:
