@@ -64,7 +64,7 @@ class VllmEngine:
         args = self._engine_args(model_view)
         self.family.register_vllm_model()
         try:
-            self.llm = AsyncLLM.from_engine_args(args)
+            self.llm = self._start(AsyncLLM, args)
         except Exception as exc:
             self._cleanup()
             raise EngineError(f"vLLM could not start {self.resolved.describe()}: {exc}") from exc
@@ -76,6 +76,21 @@ class VllmEngine:
                    "tensor_parallel_size": self.options.parallel_size, "enforce_eager": self.options.enforce_eager,
                    "limit_mm_per_prompt": self._mm_limits(), "startup_s": round(time.monotonic() - started, 1)},
         )  # fmt: skip
+
+    def _start(self, async_llm, args):
+        if self.options.distributed_executor_backend != "ray":
+            return async_llm.from_engine_args(args)
+        import ray
+
+        # a Ray-hosted replica: its workers go on the GPU bundles of the placement group the replica actor runs
+        # in. Handed over explicitly: vLLM's engine core is a subprocess, outside the actor's placement context.
+        config = args.create_engine_config()
+        group = ray.util.get_current_placement_group()
+        if group is None:
+            raise EngineError("distributed_executor_backend=ray needs the replica to run in a Ray placement group "
+                              "(launch it on a server started with --cluster ray)")  # fmt: skip
+        config.parallel_config.placement_group = group
+        return async_llm.from_vllm_config(config)
 
     def _engine_args(self, model_view: Path):
         from vllm.engine.arg_utils import AsyncEngineArgs
@@ -89,6 +104,7 @@ class VllmEngine:
             gpu_memory_utilization=opts.gpu_memory_utilization, tensor_parallel_size=opts.parallel_size,
             enforce_eager=opts.enforce_eager, limit_mm_per_prompt=self._mm_limits(), max_num_seqs=opts.max_num_seqs,
             seed=opts.seed, kv_cache_memory_bytes=kv_bytes, disable_log_stats=True,
+            distributed_executor_backend=opts.distributed_executor_backend,
         )  # fmt: skip
 
     def _mm_limits(self) -> dict[str, int]:

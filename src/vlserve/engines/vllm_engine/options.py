@@ -36,6 +36,10 @@ class LaunchOptions(BaseModel):
         "else a quarter of available memory (1..64 GiB)."
     )  # fmt: skip
     seed: int = Field(0, description="Seed of vLLM's sampler for requests without their own seed.")
+    distributed_executor_backend: Literal["mp", "ray"] | None = Field(
+        None, description="How tensor-parallel workers run: mp (processes on this machine) or ray (one Ray worker per "
+        "GPU bundle of the replica's placement group, possibly on several nodes; the Ray host sets it for n_gpu > 1)."
+    )  # fmt: skip
 
     @field_validator("dtype", mode="before")
     @classmethod
