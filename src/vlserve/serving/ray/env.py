@@ -15,10 +15,15 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import sys
 import tempfile
 
 _DEFAULTS = {"RAY_USAGE_STATS_ENABLED": "0"}
+
+
+class _created:
+    tmpdir: str | None = None  # the RAY_TMPDIR this process made (removed by `cleanup`)
 
 
 def prepare(*, local: bool) -> None:
@@ -27,7 +32,7 @@ def prepare(*, local: bool) -> None:
     for key, value in _DEFAULTS.items():
         os.environ.setdefault(key, value)
     if "RAY_TMPDIR" not in os.environ:
-        os.environ["RAY_TMPDIR"] = tempfile.mkdtemp(prefix="vlserve-ray-")
+        os.environ["RAY_TMPDIR"] = _created.tmpdir = tempfile.mkdtemp(prefix="vlserve-ray-")
     if local:
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
         os.environ.setdefault("RAY_AUTH_TOKEN", secrets.token_hex(32))
@@ -41,3 +46,11 @@ def _loopback_if_imported() -> None:
     constants = sys.modules.get("ray._private.ray_constants")
     if constants is not None and os.environ.get("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER") == "0":
         constants.ENABLE_RAY_CLUSTER = False
+
+
+def cleanup() -> None:
+    """Remove the temporary folder `prepare` made, once the Ray this process started has shut down."""
+    if _created.tmpdir is not None:
+        shutil.rmtree(_created.tmpdir, ignore_errors=True)
+        os.environ.pop("RAY_TMPDIR", None)
+        _created.tmpdir = None

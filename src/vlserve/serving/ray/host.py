@@ -28,6 +28,7 @@ from vlserve.engines.base import Delta, GenerateRequest, LoadedModelInfo
 from vlserve.errors import EngineError, ModelNotReady, NotFound, VlserveError
 from vlserve.hub import ensure_local
 from vlserve.serving.launching import FetchModel, failure_reason
+from vlserve.serving.ray import env
 from vlserve.serving.ray.actor import ReplicaActor
 from vlserve.serving.ray.batching import Coalesce
 from vlserve.serving.ray.placement import ReplicaPlan, placement_failure, plan_replicas
@@ -292,6 +293,7 @@ class RayHost:
                 await self.terminate(uid)
         if self._owns_ray:
             await asyncio.to_thread(ray.shutdown)
+            env.cleanup()
 
 
 async def _placed(replica: Replica) -> dict[str, Any]:
