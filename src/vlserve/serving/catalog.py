@@ -72,7 +72,7 @@ class CatalogService:
         return {"list": [r for r in rows if model_name in (None, r["model_name"])]}
 
     def remove_cached(self, model_id: str | None, hub: str | None, model_version: str | None) -> dict[str, bool]:
-        if model_id is None and model_version is None:
+        if not model_id and not model_version:
             raise InvalidRequest("give model_id (e.g. OpenGVLab/InternVL2_5-1B) or model_version", param="model_id")
         model_files.remove_cached(model_id or self._model_id_of_version(model_version), hub=hub)
         return {"result": True}
