@@ -191,6 +191,16 @@ async def test_gpu_idx_and_an_unknown_worker_ip_are_refused_at_once(host, resolv
         await host.launch(launch_request(resolved, twin, worker_ip="10.9.8.7"))
 
 
+async def test_an_error_raised_in_the_replica_comes_back_as_itself(host, resolved, twin):
+    bad = LaunchRequest(resolved, model_uid="bad", model_path=str(twin), options={"bogus_option": 1})
+    await host.launch(bad)
+    with pytest.raises(InvalidRequest, match="unknown Transformers engine option.*bogus_option") as refused:
+        await host.wait_ready("bad", timeout=120)
+    assert refused.value.status_code == 400 and host.get("bad").phase is Phase.ERROR
+    await host.terminate("bad")
+    assert [r.uid for r in host.list()] == [UID]
+
+
 async def test_more_gpus_than_the_cluster_has_fail_after_the_placement_timeout(ray_cluster, resolved, twin):
     quick = RayHost(placement_timeout_s=2)
     started = time.monotonic()

@@ -123,10 +123,16 @@ class RayHost:
         slot.update(phase=Phase.DOWNLOADING)
         poll = asyncio.create_task(self._follow_progress(slot))
         try:
-            infos = await asyncio.gather(*(_remote(r.actor.ready.remote()) for r in slot.replicas))
+            infos = await asyncio.gather(*(self._load_one(slot.record.uid, r) for r in slot.replicas))
         finally:
             poll.cancel()
         return infos[0]  # replicas are identical
+
+    async def _load_one(self, uid: str, replica: Replica) -> LoadedModelInfo:
+        try:
+            return await _remote(replica.actor.ready.remote())
+        except RayActorError as exc:  # e.g. killed for memory while loading
+            raise EngineError(f"{replica.label(uid)} died while loading the model: {_death(exc)}") from None
 
     async def _follow_progress(self, slot: Slot) -> None:
         while True:
