@@ -73,8 +73,9 @@ def test_placement_failures_say_whether_the_cluster_is_too_small_or_busy():
     assert "10.0.0.2 (bbbbbbbbbbbb): CPU 8, GPU 8" in too_big.message
     busy = placement_failure(plan_replicas(launch(n_gpu=4), WITH_GPUS, 1), 1, "m", 60, WITH_GPUS)
     assert "replica 1 of m within 60 s" in busy.message and "busy" in busy.message
-    pinned = plan_replicas(launch(n_gpu=4, worker_ip="10.0.0.1"), [node("a" * 56), node("b" * 56, "10.0.0.2", GPU=8)], 1)
-    assert "no node" in placement_failure(pinned, 0, "m", 60, [node("a" * 56), node("b" * 56, "10.0.0.2", GPU=8)]).message
+    gpus_elsewhere = [node("a" * 56), node("b" * 56, "10.0.0.2", GPU=8)]
+    pinned = plan_replicas(launch(n_gpu=4, worker_ip="10.0.0.1"), gpus_elsewhere, 1)  # pinned to the node without
+    assert "no node" in placement_failure(pinned, 0, "m", 60, gpus_elsewhere).message
 
 
 async def _source(items, gaps):

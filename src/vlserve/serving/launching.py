@@ -45,7 +45,9 @@ def fetch_model_dir(fetch: FetchModel, launch: LaunchRequest, on_progress: Calla
                  on_progress=on_progress)  # fmt: skip
 
 
-async def start_engine(factory: EngineFactory, launch: LaunchRequest, model_dir: Path) -> tuple[Engine, LoadedModelInfo]:
+async def start_engine(
+    factory: EngineFactory, launch: LaunchRequest, model_dir: Path
+) -> tuple[Engine, LoadedModelInfo]:
     """Build an engine from the launch's options and load it; a failed load is unloaded before the error returns."""
     engine = await asyncio.to_thread(factory.create, launch.resolved, model_dir, launch.engine_options())
     try:

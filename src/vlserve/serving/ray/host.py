@@ -31,7 +31,7 @@ from vlserve.serving.launching import FetchModel, failure_reason
 from vlserve.serving.ray import env
 from vlserve.serving.ray.actor import ReplicaActor
 from vlserve.serving.ray.batching import Coalesce
-from vlserve.serving.ray.placement import ReplicaPlan, placement_failure, plan_replicas
+from vlserve.serving.ray.placement import NODE_RESOURCE_SHARE, ReplicaPlan, placement_failure, plan_replicas
 from vlserve.serving.ray.replica import Replica, Slot
 from vlserve.serving.records import LaunchRequest, ModelRecord, NodeInfo, Phase, allocate_uid
 
@@ -114,7 +114,7 @@ class RayHost:
         else:
             options["scheduling_strategy"] = "SPREAD"
             if plan.node_resource:
-                options["resources"] = {plan.node_resource: 0.001}
+                options["resources"] = {plan.node_resource: NODE_RESOURCE_SHARE}
         actor = _RemoteReplica.options(**options).remote(launch, self._fetch_model, self.batching)
         return Replica(index, actor, placement_group=group)
 
@@ -291,7 +291,7 @@ class RayHost:
             if replica.placement_group is not None:
                 with contextlib.suppress(Exception):
                     remove_placement_group(replica.placement_group)
-            replica.state = "dead" if replica.state != "dead" else replica.state
+            replica.state = "dead"
 
     async def close(self) -> None:
         for uid in list(self._slots):

@@ -122,5 +122,5 @@ def _is_target(plan: ReplicaPlan, node: Mapping[str, Any]) -> bool:
 
 
 def _describe(resources: Mapping[str, float]) -> str:
-    shown = {k: v for k, v in resources.items() if k in ("CPU", "GPU") or not k.startswith(("node:", "memory", "object"))}
+    shown = {k: v for k, v in resources.items() if not k.startswith(("node:", "memory", "object_store"))}
     return ", ".join(f"{k} {v:g}" for k, v in sorted(shown.items())) or "nothing"

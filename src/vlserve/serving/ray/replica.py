@@ -4,7 +4,6 @@ and the least-in-flight choice among the ready ones."""
 from __future__ import annotations
 
 import asyncio
-import time
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -48,7 +47,6 @@ class Slot:
     replicas: list[Replica] = field(default_factory=list)
     running: dict[str, Replica] = field(default_factory=dict)  # request id -> replica
     closing: bool = False
-    created: float = field(default_factory=time.monotonic)
 
     def update(self, **changes: Any) -> None:
         self.record = replace(self.record, **changes)
