@@ -262,3 +262,26 @@ async def test_deep_twins_answer_an_image(deep_engine):
     assert last.finish_reason in ("stop", "length") and 1 <= last.completion_tokens <= 4
     assert last.prompt_tokens > 256 + 2  # one tile + <img></img> + text
     assert deep_engine.info.device == "cpu"
+
+
+@vllm_test
+async def test_a_dead_engine_core_fails_requests_with_engine_dead(vllm_pool, twin_dir):
+    """vLLM's engine core runs in its own process; when it dies, requests fail with EngineDead (the host then marks
+    the model `error`) and the engine still unloads. Reuses the last deep twin's engine, then closes it."""
+    import psutil
+
+    from vlserve.errors import EngineDead
+
+    engine = await vllm_pool.get("InternVL2_5-8B-AWQ", twin_dir("InternVL2_5-8B-AWQ"))
+    assert engine.failure is None
+    cores = [p for p in psutil.Process().children(recursive=True) if "EngineCore" in " ".join(p.cmdline() + [p.name()])]
+    assert cores, "no vLLM engine core process found"
+    for process in cores:
+        process.kill()
+    psutil.wait_procs(cores, timeout=30)
+    with pytest.raises(EngineDead, match="terminate and relaunch"):
+        for _ in range(50):  # the client notices the dead process within a moment
+            await answer(engine, ask("Still there?", image(0)), request_id="after-death")
+            await asyncio.sleep(0.2)
+    assert engine.failure is not None
+    await vllm_pool.close()

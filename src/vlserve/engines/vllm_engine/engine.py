@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from vlserve.engines.base import Delta, GenerateRequest, LoadedModelInfo
 from vlserve.engines.vllm_engine.options import LaunchOptions
 from vlserve.engines.vllm_engine.requests import DeltaMaker, check_request, vllm_sampling
-from vlserve.errors import EngineError, InvalidRequest, ModelNotReady
+from vlserve.errors import EngineDead, EngineError, InvalidRequest, ModelNotReady
 
 if TYPE_CHECKING:
     from vlserve.registry import ResolvedSpec
@@ -126,6 +126,13 @@ class VllmEngine:
 
     # ------------------------------------------------------------ requests
 
+    @property
+    def failure(self) -> str | None:
+        """Why this engine can serve nothing any more (vLLM's engine core died), or None."""
+        if self.llm is None or not getattr(self.llm, "errored", False):
+            return None
+        return f"vLLM's engine core died ({getattr(self.llm, 'dead_error', 'no reason given')})"
+
     async def abort(self, request_id: str) -> None:
         if self.llm is not None:
             await self.llm.abort(request_id)
@@ -149,6 +156,8 @@ class VllmEngine:
             raise
         except Exception as exc:
             finished = True  # vLLM already aborted the request
+            if self.failure is not None:  # the engine core process is gone: the host marks the model `error`
+                raise EngineDead(f"this model's engine stopped: {self.failure}; terminate and relaunch it") from exc
             raise _request_error(request.request_id, exc) from exc
         finally:
             if not finished:  # the caller stopped reading (client gone): closing vLLM's stream aborts the request
