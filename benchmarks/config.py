@@ -42,6 +42,8 @@ class RunConfig:
     b1_max_tokens: int = 64
     b2_max_tiles: tuple[int, ...] = (1, 4, 6, 12)  # TTFT vs tiles (1, 5, 7, 13 tiles); the last one is checked
     # P4/P7: vLLM
+    p4_full_size: bool = True  # the full-size 1B arch with text prompts next to the twin (1-tile images)
+    p4_enforce_eager: bool = False  # True: no torch.compile on either side (start-up in seconds instead of minutes)
     vllm_python: str = field(default_factory=lambda: os.environ.get("VLSERVE_BENCH_VLLM_PYTHON", sys.executable))
 
     @property
@@ -53,10 +55,11 @@ class RunConfig:
 
 
 def quick_config(**overrides) -> RunConfig:
-    """Every CPU scenario, reduced: 1 repeat (P3 5), short outputs, the 13-tile cases shrunk to 1 tile."""
+    """Every CPU scenario, reduced: 1 repeat (P3 5), short outputs, P2 and P4 on the twin, B2 at 1 tile, vLLM eager."""
     base = RunConfig(
         quick=True, repeats=1, p1_concurrency=(1, 8), p1_max_tokens=16, p2_max_tokens=32, p2_full_size=False,
         p3_repeats=5, p5_repeats=1, p6_repeats=2, b1_max_tokens=12, b2_max_tiles=(1,),
+        p4_full_size=False, p4_enforce_eager=True,
     )
     return replace(base, **overrides)
 

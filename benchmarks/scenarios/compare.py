@@ -54,8 +54,8 @@ def _report(ctx: Context, result: ScenarioResult, label: str, ours_name: str, ba
                Figure.of(f"{label}: median TTFT, {base_name}", "s", base_ttft))  # fmt: skip
     if not all(r.work_as_asked for r in ours + base):
         result.notes.append(f"{label}: some requests did not produce exactly max_tokens tokens (ignore_eos not honoured)")
-    if {r.prompt_tokens for r in ours} != {r.prompt_tokens for r in base}:
-        prompts = f"{ours[0].prompt_tokens} vs {base[0].prompt_tokens}"
+    if {tuple(sorted(r.prompt_tokens)) for r in ours} != {tuple(sorted(r.prompt_tokens)) for r in base}:
+        prompts = f"{sorted(ours[0].prompt_tokens)} vs {sorted(base[0].prompt_tokens)}"
         result.notes.append(f"{label}: prompt token counts differ between the sides ({prompts}): not like for like")
     ctx.log(f"{result.id} {label}: {ours_name} {statistics.median(ours_tps):.1f} tok/s vs "
             f"{base_name} {statistics.median(base_tps):.1f} tok/s")  # fmt: skip

@@ -41,4 +41,6 @@ def run(ctx: Context) -> ScenarioResult:
                   Side("in-process", lambda specs, c: run_engine(engine, specs, c)), mix)  # fmt: skip
     result.notes.append(f"each wave: max(c, 2) requests over c workers, {tokens} output tokens each; the model "
                         "launched with default options (bf16) on both sides")  # fmt: skip
+    result.notes.append("the HTTP client runs on the same cores as the server (as any local benchmark client "
+                        "does): on a 2-core machine its SSE parsing is part of the HTTP side's cost")  # fmt: skip
     return result

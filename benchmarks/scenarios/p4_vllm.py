@@ -2,13 +2,15 @@
 server (`python -m vllm.entrypoints.openai.api_server`) on the same checkpoint folder, c=1..8, same request mix.
 
 Both servers run with the interpreter given by `--vllm-python` (vLLM may live in its own venv) and the same
-settings (`VllmSetup`: on CPU bf16, max_model_len 8192, max_num_seqs 16, 16 images per prompt, a 2 GiB KV cache).
+settings (`VllmSetup`: on CPU bf16, max_model_len 8192, max_num_seqs 16, 16 images per prompt, a 2 GiB KV cache;
+torch.compile in the full profile, enforce_eager on both sides in the quick one, since cold compiles take minutes).
 vLLM's server is stock except that vlserve's `internvl_chat` config class is registered before it starts (the
 twins ship no remote code), it gets the internvl2_5 chat template (`benchmarks/internvl2_5_chat_template.jinja`)
 and vlserve's exported tokenizer (InternLM2 checkpoints otherwise need remote code), so both sides see the same
 prompts; prompt token counts are compared and a mismatch is noted. Requests carry `ignore_eos` and `min_tokens`
-(fixed output on vLLM), `max_tiles` (vlserve) and `mm_processor_kwargs.max_dynamic_patch` (vLLM). Skipped, with the
-reason, where vLLM is not importable. P7 runs the same comparison on a GPU with the full-size 8B architecture.
+(fixed output on vLLM). Images are 448×448, one tile under any budget, so both servers tile them alike without
+per-request processor kwargs (vLLM 0.32 refuses `max_dynamic_patch` there). Skipped, with the reason, where vLLM
+is not importable. P7 runs the same comparison on a GPU with the full-size 8B architecture.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ from benchmarks.scenarios import Context
 from benchmarks.scenarios.compare import Side, sweep
 from benchmarks.servers import Server, free_port, launch, vlserve_server
 from benchmarks.workload import RequestSpec, image_mix, text_mix
+
+TILE = 448
 
 ID, TITLE = "P4", "vLLM engine through vlserve vs vLLM's own OpenAI server"
 BASELINE = "vLLM's OpenAI server (python -m vllm.entrypoints.openai.api_server), same folder and settings"
@@ -59,14 +63,18 @@ def run(ctx: Context) -> ScenarioResult:
     if not usable:
         return skipped(ID, TITLE, BASELINE, reason)
     cfg, result = ctx.config, ScenarioResult(ID, TITLE, BASELINE)
-    tokens = cfg.p1_max_tokens
-    variants = [("1B twin, 1-tile image", models.twin, lambda n: for_vllm(image_mix(n, tokens, max_tiles=1)))]
-    if cfg.p1_full_size:
+    tokens, setup = cfg.p1_max_tokens, eager(CPU) if cfg.p4_enforce_eager else CPU
+    variants = [("1B twin, 1-tile image", models.twin, lambda n: for_vllm(one_tile_mix(n, tokens)))]
+    if cfg.p4_full_size:
         variants.insert(0, ("1B full-size, text", models.full_size, lambda n: for_vllm(text_mix(n, tokens))))
     for label, prepare, mix in variants:
-        compare(ctx, result, label, prepare(ctx.work_dir), mix, CPU)
-    result.notes.append(f"interpreter: {python}; settings {CPU.options}, environment {CPU.env}")
+        compare(ctx, result, label, prepare(ctx.work_dir), mix, setup)
+    result.notes.append(f"interpreter: {python}; settings {setup.options}, environment {setup.env}")
     return result
+
+
+def eager(setup: VllmSetup) -> VllmSetup:
+    return replace(setup, options={**setup.options, "enforce_eager": True}, flags=[*setup.flags, "--enforce-eager"])
 
 
 def compare(ctx: Context, result: ScenarioResult, label: str, model: models.PreparedModel,
@@ -109,12 +117,11 @@ def _exported_tokenizer(python: str, model: models.PreparedModel, outdir) -> str
     return str(outdir)
 
 
+def one_tile_mix(count: int, max_tokens: int) -> list[RequestSpec]:
+    """Image requests whose 448×448 images are one tile under any tile budget (the same on both servers)."""
+    return image_mix(count, max_tokens, max_tiles=1, size=(TILE, TILE))
+
+
 def for_vllm(specs: list[RequestSpec]) -> list[RequestSpec]:
-    """The same requests with the fields vLLM's server needs for the same work (vlserve ignores them)."""
-    out = []
-    for spec in specs:
-        extra = {"min_tokens": spec.max_tokens}
-        if spec.image_size is not None:
-            extra["mm_processor_kwargs"] = {"max_dynamic_patch": spec.max_tiles}
-        out.append(replace(spec, extra={**spec.extra, **extra}))
-    return out
+    """The same requests with `min_tokens`, which vLLM's server needs for a fixed output length (vlserve ignores it)."""
+    return [replace(spec, extra={**spec.extra, "min_tokens": spec.max_tokens}) for spec in specs]

@@ -3,7 +3,7 @@ full-size InternVL2.5-8B architecture (InternLM2 backbone, random weights, ~16 G
 
 Run it with `benchmarks/gpu_p7.sh` on a GPU machine (≤ 8 min: writing the 8B twin, two servers side by side on one
 GPU at 0.42 memory utilisation each, enforce_eager on both to keep start-up short, c=1 and c=8, 1-tile image
-requests with 128 output tokens, 2 repeats). Anywhere without a GPU it is skipped with that reason.
+(448×448) requests with 128 output tokens, 2 repeats). Anywhere without a GPU it is skipped with that reason.
 """
 
 from __future__ import annotations
@@ -14,8 +14,13 @@ from dataclasses import replace
 from benchmarks import models
 from benchmarks.results import ScenarioResult, skipped
 from benchmarks.scenarios import Context
-from benchmarks.scenarios.p4_vllm import VllmSetup, compare, for_vllm, vllm_usable
-from benchmarks.workload import image_mix
+from benchmarks.scenarios.p4_vllm import (
+    VllmSetup,
+    compare,
+    for_vllm,
+    one_tile_mix,
+    vllm_usable,
+)
 
 ID, TITLE = "P7", "GPU: vLLM engine through vlserve vs vLLM's own server, full-size 8B arch"
 BASELINE = "vLLM's OpenAI server, same folder and settings, same GPU"
@@ -41,7 +46,7 @@ def run(ctx: Context) -> ScenarioResult:
     short = replace(ctx, config=replace(ctx.config, p1_concurrency=(1, 8), repeats=min(ctx.config.repeats, 2)))
     result = ScenarioResult(ID, TITLE, BASELINE)
     compare(short, result, "8B full-size, 1-tile image", model,
-            lambda n: for_vllm(image_mix(n, MAX_TOKENS, max_tiles=1)), GPU)  # fmt: skip
+            lambda n: for_vllm(one_tile_mix(n, MAX_TOKENS)), GPU)  # fmt: skip
     result.notes.append(f"settings {GPU.options}; {MAX_TOKENS} output tokens per request")
     return result
 
