@@ -17,7 +17,6 @@ class Series:
     xs: Sequence[float]
     figures: Sequence[Figure] = ()  # measured: median with a min–max bar
     values: Sequence[float] = ()  # computed (a bound): a dashed line
-    dashed: bool = False
 
 
 def available() -> bool:

@@ -50,9 +50,6 @@ class RunConfig:
     def profile(self) -> str:
         return "quick" if self.quick else "full"
 
-    def wants(self, scenario_id: str) -> bool:
-        return not self.only or scenario_id.upper() in self.only
-
 
 def quick_config(**overrides) -> RunConfig:
     """Every CPU scenario, reduced: 1 repeat (P3 5), short outputs, P2 and P4 on the twin, B2 at 1 tile, vLLM eager."""

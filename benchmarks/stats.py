@@ -132,8 +132,3 @@ def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
     value = fn()
     return time.perf_counter() - start, value
 
-
-def sample_times(fn: Callable[[], Any], repeats: int) -> list[float]:
-    """Wall seconds of `repeats` calls of fn (after one warm-up call)."""
-    fn()
-    return [timed(fn)[0] for _ in range(repeats)]
