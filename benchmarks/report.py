@@ -71,7 +71,7 @@ def _how_to_run() -> list[str]:
         "## How to run", "",
         "```bash",
         "source .venv/bin/activate",
-        "python -m benchmarks run                 # full profile: rewrites this file (~1 h on a quiet 2-core machine)",
+        "python -m benchmarks run                 # full profile: rewrites this file (1.5-2 h on a quiet 2-core machine)",
         "python -m benchmarks run --quick         # every CPU scenario, reduced (under 10 min)",
         "python -m benchmarks run --only P3,P5    # some scenarios only (the report then holds only those)",
         "benchmarks/gpu_p7.sh                     # P7, on a machine with a CUDA GPU and vLLM",
