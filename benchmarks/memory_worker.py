@@ -63,6 +63,9 @@ def measure(model_dir: Path, quantization: str) -> dict[str, int]:
     bare = _settled_rss()
     bare_anon = _status_bytes("RssAnon")
     import transformers  # noqa: F401
+    # the model classes' code (~175 MiB of imports) is library memory, like transformers itself: import it before
+    # the baseline reading so that it does not count as the model's
+    from transformers import InternVLForConditionalGeneration, LlamaForCausalLM, Qwen2ForCausalLM  # noqa: F401
 
     from benchmarks.models import PreparedModel, resolved
     from vlserve.engines import get_factory

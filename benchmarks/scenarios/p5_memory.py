@@ -1,9 +1,9 @@
 """P5: resident memory of the full-size 1B architecture loaded by the Transformers engine in bf16, 8-bit and 4-bit,
 each in a fresh interpreter (`benchmarks.memory_worker`), against the theoretical footprint (`arch.footprint`).
 
-Measured = RSS after load with every weight page read once, minus RSS of the bare interpreter with torch imported
-(the checkpoint's bf16 tensors stay memory-mapped, so RSS right after load would miss the weights not yet read; it
-is reported too). The anonymous part (RssAnon, minus the bare interpreter's) separates memory the engine allocated
+Measured = RSS after load with every weight page read once (so lazily mapped weights would count), minus RSS of the
+same interpreter before the load with the engine's libraries (torch, transformers, bitsandbytes) already imported:
+the model's own memory. RSS right after load and the libraries' share are reported too. The anonymous part (RssAnon, minus the bare interpreter's) separates memory the engine allocated
 from checkpoint pages that are still mapped; library imports (transformers, bitsandbytes) are reported apart.
 """
 
@@ -33,12 +33,12 @@ def run(ctx: Context) -> ScenarioResult:
         theory = arch.footprint(config, quantization)
         samples = [_measure(model, quantization) for _ in range(ctx.config.p5_repeats)]
         label = {"none": "bf16"}.get(quantization, quantization)
-        resident = [(s["paged_in"] - s["bare_torch"]) / MIB for s in samples]
+        resident = [(s["paged_in"] - s["libraries_imported"]) / MIB for s in samples]
         result.check(Figure.of(f"{label}: resident / theoretical", "×", [r / (theory["total"] / MIB) for r in resident]),
                      within(0.10))  # fmt: skip
         result.add(
             Figure.of(f"{label}: theoretical footprint", "MiB", [theory["total"] / MIB]),
-            Figure.of(f"{label}: resident (weights paged in) − bare torch", "MiB", resident),
+            Figure.of(f"{label}: resident (weights paged in) − libraries imported", "MiB", resident),
             Figure.of(f"{label}: of which anonymous", "MiB",
                       [(s["paged_in_anon"] - s["bare_torch_anon"]) / MIB for s in samples]),
             Figure.of(f"{label}: of which file-backed (checkpoint pages still mapped)", "MiB",

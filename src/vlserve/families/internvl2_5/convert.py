@@ -244,7 +244,10 @@ def _assign(model, name: str, value, device, dtype, report: dict[str, list[str]]
         report["mismatched"].append(f"{name} {tuple(value.shape)} vs {tuple(current.shape)}")
         return
     target_dtype = dtype if value.is_floating_point() else value.dtype
-    value = value.to(device=device, dtype=target_dtype)
+    # copy=True: a checkpoint tensor is a view of the safetensors file's memory map; keeping it would keep the whole
+    # file mapped, and every page of it that loading read (16-bit weights that quantization replaced included)
+    # resident for the life of the model. A copy lets the map go once loading is done.
+    value = value.to(device=device, dtype=target_dtype, copy=True)
     if attr in module._parameters:
         module._parameters[attr] = torch.nn.Parameter(value, requires_grad=False)
     else:
