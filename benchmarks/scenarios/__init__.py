@@ -12,6 +12,7 @@
 | B1 | b1_decode | batch-1 decode vs the memory-bandwidth bound |
 | B2 | b2_ttft | TTFT of an image prompt vs the compute bound |
 | P7 | gpu_p7.sh | GPU only; not run here |
+| P8 | p8_ray | the Ray host (cluster mode) vs the embedded host, over HTTP |
 """
 
 from __future__ import annotations
@@ -25,9 +26,9 @@ from rich.console import Console
 
 from benchmarks.config import RunConfig
 
-ORDER = ("P3", "P6", "P5", "P1", "P2", "B1", "B2", "P4", "P7")  # cheap and independent first
+ORDER = ("P3", "P6", "P5", "P1", "P2", "B1", "B2", "P4", "P8", "P7")  # cheap and independent first
 _MODULES = {"P1": "p1_http", "P2": "p2_batching", "P3": "p3_tiling", "P4": "p4_vllm", "P5": "p5_memory",
-            "P6": "p6_launch", "B1": "b1_decode", "B2": "b2_ttft", "P7": "p7_gpu"}  # fmt: skip
+            "P6": "p6_launch", "B1": "b1_decode", "B2": "b2_ttft", "P7": "p7_gpu", "P8": "p8_ray"}  # fmt: skip
 
 
 @dataclass
