@@ -15,7 +15,6 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
 
 import anyio
 
@@ -24,30 +23,21 @@ from vlserve.engines.base import Delta, Engine, EngineFactory, GenerateRequest, 
 from vlserve.errors import EngineDead, EngineError, InvalidRequest, ModelNotReady, NotFound, VlserveError
 from vlserve.hub import ensure_local
 from vlserve.serving.launching import (
-    FetchModel, abort_quietly, check_engine, engine_factory, failure_reason, fetch_model_dir, start_engine,
+    FetchModel, abort_quietly, check_engine, engine_factory, fetch_model_dir, start_engine,
     unload_quietly,
 )
 from vlserve.serving.records import LaunchRequest, ModelRecord, NodeInfo, Phase, ReplicaInfo, allocate_uid
 from vlserve.serving.replicas import ReplicaSet
+from vlserve.serving.slots import SlotBase, run_launch, terminate_slot
 
 log = logging.getLogger(__name__)
 LOCAL_NODE = "local"
 
 
 @dataclass
-class _Slot:
-    """The mutable state behind one uid; only the host touches it."""
-
-    record: ModelRecord
-    ready: asyncio.Event = field(default_factory=asyncio.Event)
-    failure: BaseException | None = None
-    task: asyncio.Task | None = None
+class _Slot(SlotBase):
     replicas: ReplicaSet | None = None
-    running: dict[str, Engine] = field(default_factory=dict)
-    closing: bool = False
-
-    def update(self, **changes: Any) -> None:
-        self.record = replace(self.record, **changes)
+    running: dict[str, Engine] = field(default_factory=dict)  # request id -> the engine serving it
 
 
 class EmbeddedHost:
@@ -76,24 +66,16 @@ class EmbeddedHost:
 
     async def _bring_up(self, slot: _Slot) -> None:
         engines: list[Engine] = []
-        try:
+
+        async def bring_up() -> None:
             model_dir = await self._download(slot)
             slot.update(phase=Phase.LOADING, download_progress=1.0)
             info = await self._load_replicas(slot, model_dir, engines)
             slot.replicas = ReplicaSet(engines)
             slot.update(phase=Phase.READY, info=info)
             log.info("%s is ready (%s, %s)", slot.record.uid, info.device, info.dtype)
-        except BaseException as exc:
-            with anyio.CancelScope(shield=True):
-                await unload_quietly(engines)
-            slot.failure = exc
-            slot.update(phase=Phase.ERROR, error=failure_reason(exc))
-            if not isinstance(exc, asyncio.CancelledError):
-                log.warning("launching %s failed: %s", slot.record.uid, slot.record.error)
-            if not isinstance(exc, Exception):
-                raise
-        finally:
-            slot.ready.set()
+
+        await run_launch(slot, bring_up, lambda: unload_quietly(engines))
 
     async def _download(self, slot: _Slot) -> Path:
         launch = slot.record.launch
@@ -194,20 +176,14 @@ class EmbeddedHost:
 
     async def terminate(self, uid: str) -> None:
         slot = self._slot(uid)
-        if slot.closing:
-            return
-        slot.closing = True
-        try:
-            if slot.task is not None and not slot.task.done():
-                slot.task.cancel()
-                await asyncio.gather(slot.task, return_exceptions=True)
+
+        async def release() -> None:
             for request_id, engine in list(slot.running.items()):
                 await abort_quietly(engine, request_id)
             if slot.replicas is not None:
                 await slot.replicas.unload()
-        finally:
-            self._slots.pop(uid, None)
-            log.info("terminated %s", uid)
+
+        await terminate_slot(self._slots, slot, release)
 
     async def close(self) -> None:
         for uid in list(self._slots):

@@ -18,7 +18,6 @@ from collections.abc import AsyncIterator
 from dataclasses import replace
 from typing import Any
 
-import anyio
 import ray
 from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError, RayError, RayTaskError
 from ray.util.placement_group import placement_group, remove_placement_group
@@ -27,13 +26,14 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy, Place
 from vlserve.engines.base import Delta, GenerateRequest, LoadedModelInfo
 from vlserve.errors import EngineError, ModelNotReady, NotFound, VlserveError
 from vlserve.hub import ensure_local
-from vlserve.serving.launching import FetchModel, failure_reason
+from vlserve.serving.launching import FetchModel
 from vlserve.serving.ray import env
 from vlserve.serving.ray.actor import ReplicaActor
 from vlserve.serving.ray.batching import Coalesce
 from vlserve.serving.ray.placement import NODE_RESOURCE_SHARE, ReplicaPlan, placement_failure, plan_replicas
 from vlserve.serving.ray.replica import Replica, Slot
 from vlserve.serving.records import LaunchRequest, ModelRecord, NodeInfo, Phase, allocate_uid
+from vlserve.serving.slots import run_launch, terminate_slot
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ class RayHost:
         return slot.snapshot()
 
     async def _bring_up(self, slot: Slot, plan: ReplicaPlan) -> None:
-        try:
+        async def bring_up() -> None:
             await self._place(slot, plan)
             info = await self._load(slot)
             for replica in slot.replicas:
@@ -73,17 +73,8 @@ class RayHost:
                 replica.watcher = asyncio.create_task(self._watch(slot, replica), name=f"watch {replica.index}")
             slot.update(phase=Phase.READY, info=info)
             log.info("%s is ready on %s", slot.record.uid, ", ".join(r.node_ip for r in slot.replicas))
-        except BaseException as exc:
-            with anyio.CancelScope(shield=True):
-                await self._release(slot, graceful=False)
-            slot.failure = exc
-            slot.update(phase=Phase.ERROR, error=failure_reason(exc))
-            if not isinstance(exc, asyncio.CancelledError):
-                log.warning("launching %s failed: %s", slot.record.uid, slot.record.error)
-            if not isinstance(exc, Exception):
-                raise
-        finally:
-            slot.ready.set()
+
+        await run_launch(slot, bring_up, lambda: self._release(slot, graceful=False))
 
     async def _place(self, slot: Slot, plan: ReplicaPlan) -> None:
         """Start every replica's actor; fail with the reason when Ray has not placed one in time."""
@@ -264,17 +255,7 @@ class RayHost:
 
     async def terminate(self, uid: str) -> None:
         slot = self._slot(uid)
-        if slot.closing:
-            return
-        slot.closing = True
-        try:
-            if slot.task is not None and not slot.task.done():
-                slot.task.cancel()
-                await asyncio.gather(slot.task, return_exceptions=True)
-            await self._release(slot, graceful=True)
-        finally:
-            self._slots.pop(uid, None)
-            log.info("terminated %s", uid)
+        await terminate_slot(self._slots, slot, lambda: self._release(slot, graceful=True))
 
     async def _release(self, slot: Slot, *, graceful: bool) -> None:
         """Stop the watchers, unload the engines (graceful), kill every actor and remove the placement groups."""

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from vlserve.serving.records import ModelRecord, ReplicaInfo
+from vlserve.serving.slots import SlotBase
 
 
 @dataclass
@@ -37,19 +38,9 @@ class Replica:
 
 
 @dataclass
-class Slot:
-    """Everything behind one uid; only the host touches it."""
-
-    record: ModelRecord
-    ready: asyncio.Event = field(default_factory=asyncio.Event)
-    failure: BaseException | None = None
-    task: asyncio.Task | None = None
+class Slot(SlotBase):
     replicas: list[Replica] = field(default_factory=list)
     running: dict[str, Replica] = field(default_factory=dict)  # request id -> replica
-    closing: bool = False
-
-    def update(self, **changes: Any) -> None:
-        self.record = replace(self.record, **changes)
 
     def snapshot(self) -> ModelRecord:
         return replace(self.record, replicas=tuple(r.info() for r in self.replicas))
