@@ -20,7 +20,7 @@ import anyio
 
 from vlserve.engines import get_factory
 from vlserve.engines.base import Delta, Engine, EngineFactory, GenerateRequest, LoadedModelInfo
-from vlserve.errors import EngineDead, EngineError, InvalidRequest, ModelNotReady, NotFound, VlserveError
+from vlserve.errors import EngineDead, InvalidRequest, ModelNotReady, NotFound
 from vlserve.hub import ensure_local
 from vlserve.serving.launching import (
     FetchModel, abort_quietly, check_engine, engine_factory, fetch_model_dir, start_engine,
@@ -28,7 +28,7 @@ from vlserve.serving.launching import (
 )
 from vlserve.serving.records import LaunchRequest, ModelRecord, NodeInfo, Phase, ReplicaInfo, allocate_uid
 from vlserve.serving.replicas import ReplicaSet
-from vlserve.serving.slots import SlotBase, run_launch, terminate_slot
+from vlserve.serving.slots import SlotBase, run_launch, terminate_slot, wait_slot_ready
 
 log = logging.getLogger(__name__)
 LOCAL_NODE = "local"
@@ -97,12 +97,7 @@ class EmbeddedHost:
 
     async def wait_ready(self, uid: str, timeout: float | None = None) -> ModelRecord:
         slot = self._slot(uid)
-        try:
-            await asyncio.wait_for(slot.ready.wait(), timeout)
-        except TimeoutError as exc:
-            raise ModelNotReady(f"{uid} is still {slot.record.phase.value} after {timeout:g}s") from exc
-        if slot.record.phase is Phase.ERROR:
-            raise _as_vlserve_error(slot)
+        await wait_slot_ready(slot, timeout)
         return slot.record
 
     # -- looking up --------------------------------------------------------------------------------------------
@@ -246,11 +241,5 @@ def _memory_bytes() -> int:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError):
         return 0
-
-
-def _as_vlserve_error(slot: _Slot) -> VlserveError:
-    if isinstance(slot.failure, VlserveError):
-        return slot.failure
-    return EngineError(f"launching {slot.record.uid} failed: {slot.record.error}")
 
 

@@ -11,6 +11,7 @@ from typing import Any
 
 import anyio
 
+from vlserve.errors import EngineError, ModelNotReady, VlserveError
 from vlserve.serving.launching import failure_reason
 from vlserve.serving.records import ModelRecord, Phase
 
@@ -48,6 +49,18 @@ async def run_launch(slot: SlotBase, bring_up: Callable[[], Awaitable[None]],
             raise
     finally:
         slot.ready.set()
+
+
+async def wait_slot_ready(slot: SlotBase, timeout: float | None) -> None:
+    """Wait for a launch to end; raise ModelNotReady on timeout, or the launch's error when it failed."""
+    try:
+        await asyncio.wait_for(slot.ready.wait(), timeout)
+    except TimeoutError as exc:
+        raise ModelNotReady(f"{slot.record.uid} is still {slot.record.phase.value} after {timeout:g}s") from exc
+    if slot.record.phase is Phase.ERROR:
+        if isinstance(slot.failure, VlserveError):
+            raise slot.failure
+        raise EngineError(f"launching {slot.record.uid} failed: {slot.record.error}")
 
 
 async def terminate_slot(slots: MutableMapping[str, Any], slot: SlotBase,

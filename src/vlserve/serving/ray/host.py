@@ -33,7 +33,7 @@ from vlserve.serving.ray.batching import Coalesce
 from vlserve.serving.ray.placement import NODE_RESOURCE_SHARE, ReplicaPlan, placement_failure, plan_replicas
 from vlserve.serving.ray.replica import Replica, Slot
 from vlserve.serving.records import LaunchRequest, ModelRecord, NodeInfo, Phase, allocate_uid
-from vlserve.serving.slots import run_launch, terminate_slot
+from vlserve.serving.slots import run_launch, terminate_slot, wait_slot_ready
 
 log = logging.getLogger(__name__)
 
@@ -136,14 +136,7 @@ class RayHost:
 
     async def wait_ready(self, uid: str, timeout: float | None = None) -> ModelRecord:
         slot = self._slot(uid)
-        try:
-            await asyncio.wait_for(slot.ready.wait(), timeout)
-        except TimeoutError as exc:
-            raise ModelNotReady(f"{uid} is still {slot.record.phase.value} after {timeout:g}s") from exc
-        if slot.record.phase is Phase.ERROR:
-            if isinstance(slot.failure, VlserveError):
-                raise slot.failure
-            raise EngineError(f"launching {uid} failed: {slot.record.error}")
+        await wait_slot_ready(slot, timeout)
         return slot.snapshot()
 
     # -- faults ------------------------------------------------------------------------------------------------
