@@ -265,6 +265,18 @@ async def test_bitsandbytes_quantization_loads_and_answers(engine_for, quantizat
     assert deltas[-1].finish_reason == "length" and deltas[-1].completion_tokens == 4
 
 
+@pytest.mark.parametrize("dtype", ["bfloat16", "float32"])
+async def test_awq_runs_on_int4_kernels_in_bfloat16(engine_for, dtype):
+    """bfloat16 (the default): AWQ layers stay 4-bit on PyTorch's int4 kernels; float32: dequantized at load."""
+    from vlserve.engines.transformers_engine.int4 import Int4Linear
+
+    engine = engine_for("InternVL2_5-8B-AWQ", "Int4", dtype=dtype)
+    layer = engine.model.model.language_model.layers[0]
+    assert isinstance(layer.mlp.down_proj, Int4Linear) == (dtype == "bfloat16")
+    deltas = await answer(engine, ask("Hi", image(16)), SamplingParams(max_tokens=4, ignore_eos=True))
+    assert deltas[-1].finish_reason == "length" and deltas[-1].completion_tokens == 4
+
+
 def test_unknown_option_names_the_valid_ones(twin_dir, resolve_spec):
     with pytest.raises(InvalidRequest, match="valid options are dtype, device, n_gpu, max_batch_size"):
         get_factory("Transformers").create(resolve_spec("InternVL2_5-1B"), twin_dir("InternVL2_5-1B"), {"bogus": 1})

@@ -210,6 +210,31 @@ def test_awq_twin_equals_the_model_with_unpacked_weights(twin, tmp_path):
     assert awq_logits.abs().max() > 0
 
 
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=[pytest.mark.gpu, pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs a CUDA GPU")])])  # fmt: skip
+def test_awq_layers_on_int4_kernels_match_the_dequantized_model(twin, device):
+    """With the engine's int4 factory every AWQ layer stays 4-bit (Int4Linear) and the logits match the model whose
+    AWQ layers were dequantized at load, within bfloat16 tolerance."""
+    from vlserve.engines.transformers_engine.int4 import Int4Linear, factory_for
+
+    awq_dir = twin("InternVL2_5-8B-AWQ")
+    place = lambda _name: device  # noqa: E731
+    int4 = convert.load_model(awq_dir, dtype=torch.bfloat16, device_for=place, int4_linear=factory_for(torch.bfloat16))
+    plain = convert.load_model(awq_dir, dtype=torch.bfloat16, device_for=place)
+    layers = int4.model.language_model.layers
+    quantized = [m for m in layers.modules() if isinstance(m, Int4Linear)]
+    assert len(quantized) == 7 * len(layers)  # q, k, v, o, gate, up, down of every decoder layer
+    assert not any(isinstance(m, Int4Linear) for m in plain.modules())
+    ids = torch.tensor([[1, 92543, 333, 92544] + [92546] * 256 + [92545, 1000, 2000]], device=device)
+    pixels = torch.randn(1, 3, 448, 448, generator=torch.Generator().manual_seed(0)).to(device, torch.bfloat16)
+    with torch.inference_mode():
+        got = int4(input_ids=ids, pixel_values=pixels).logits.float()
+        expected = plain(input_ids=ids, pixel_values=pixels).logits.float()
+    scale = expected.abs().max().item()
+    assert scale > 0 and (got - expected).abs().max().item() <= 0.05 * scale
+    assert (got - expected).abs().mean().item() <= 0.01 * expected.abs().mean().item()
+
+
 def test_hf_format_loads_with_its_report_checked(twin, tmp_path):
     model_dir = twin("InternVL2_5-1B")
     model = load(model_dir)

@@ -46,6 +46,7 @@ class TransformersEngine:
     def _load_sync(self) -> LoadedModelInfo:
         import torch
 
+        from vlserve.engines.transformers_engine import int4
         from vlserve.engines.transformers_engine import placement as pl
         from vlserve.engines.transformers_engine.attention import register
         from vlserve.engines.transformers_engine.scheduler import Scheduler
@@ -60,6 +61,7 @@ class TransformersEngine:
         model = self.family.load_model(
             self.model_dir, dtype=where.dtype, device_for=pl.device_for_names(device_map, where.device),
             device_map=device_map or where.device,
+            int4_linear=int4.factory_for(where.dtype) if self.resolved.quantization == "Int4" else None,
         )  # fmt: skip
         model = pl.dispatch(model, device_map)
         parts = _model_parts(model)

@@ -46,15 +46,25 @@ def unpack_awq(
     qweight: torch.Tensor, qzeros: torch.Tensor, scales: torch.Tensor, group_size: int = 128
 ) -> torch.Tensor:
     """Dequantised weight [out, in] (float32) from the AWQ GEMM tensors."""
+    q, zeros, step = unpack_awq_int(qweight, qzeros, scales, group_size)
+    expand = dict(repeats=group_size, dim=1)
+    return (q - zeros.repeat_interleave(**expand)).float() * step.float().repeat_interleave(**expand)
+
+
+def unpack_awq_int(
+    qweight: torch.Tensor, qzeros: torch.Tensor, scales: torch.Tensor, group_size: int = 128
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The AWQ tensors unpacked but still 4-bit, rows = output features: q int32 [out, in] in 0..15, zero points
+    int32 [out, in/g], scales [out, in/g] (their stored dtype). W = (q - zeros[:, i // g]) * scales[:, i // g]."""
     q = _unpack_columns(qweight)  # [in, out]
-    zeros = _unpack_columns(qzeros).repeat_interleave(group_size, dim=0)
-    step = scales.float().repeat_interleave(group_size, dim=0)
-    if q.shape != zeros.shape or q.shape != step.shape:
+    zeros = _unpack_columns(qzeros)  # [in/g, out]
+    if q.shape[1] != zeros.shape[1] or zeros.shape != scales.shape or q.shape[0] != zeros.shape[0] * group_size:
         raise ValueError(
             f"AWQ tensors disagree: qweight {tuple(qweight.shape)}, qzeros {tuple(qzeros.shape)}, "
             f"scales {tuple(scales.shape)} with group size {group_size}"
         )
-    return ((q - zeros).float() * step).T.contiguous()
+    as_rows = lambda t: t.T.contiguous()  # noqa: E731
+    return as_rows(q.to(torch.int32)), as_rows(zeros.to(torch.int32)), as_rows(scales)
 
 
 def _pack_columns(values: torch.Tensor) -> torch.Tensor:

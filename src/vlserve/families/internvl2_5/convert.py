@@ -196,14 +196,22 @@ def iter_tensors(model_dir: Path) -> Iterator[tuple[str, torch.Tensor]]:
                 yield name, f.get_tensor(name)
 
 
-def dequantize_awq_stream(
-    tensors: Iterator[tuple[str, torch.Tensor]], group_size: int
-) -> Iterator[tuple[str, torch.Tensor]]:
-    """Replace each module's (qweight, qzeros, scales) triple by its dequantized `weight` ([out, in]).
+@dataclass(frozen=True)
+class AwqParts:
+    """One AWQ layer unpacked but still 4-bit, rows = output features (what `weights.map_tensor` splits)."""
 
-    On GPUs too the engine runs AWQ checkpoints dequantized (16-bit): transformers 5.19's AWQ kernels come from
-    gptqmodel, which this project does not install."""
-    from vlserve.families.internvl2_5.awq import unpack_awq
+    q: torch.Tensor  # int32 [out, in]
+    zeros: torch.Tensor  # int32 [out, in/g]
+    scales: torch.Tensor  # [out, in/g]
+
+    def dequantize(self, group_size: int) -> torch.Tensor:
+        expand = dict(repeats=group_size, dim=1)
+        return (self.q - self.zeros.repeat_interleave(**expand)).float() * self.scales.float().repeat_interleave(**expand)
+
+
+def awq_stream(tensors: Iterator[tuple[str, torch.Tensor]], group_size: int) -> Iterator[tuple[str, Any]]:
+    """Replace each module's (qweight, qzeros, scales) triple by one `<module>.weight` entry holding AwqParts."""
+    from vlserve.families.internvl2_5.awq import unpack_awq_int
 
     pending: dict[str, dict[str, torch.Tensor]] = {}
     for name, tensor in tensors:
@@ -215,10 +223,24 @@ def dequantize_awq_stream(
         parts[leaf] = tensor
         if len(parts) == 3:
             del pending[prefix]
-            weight = unpack_awq(parts["qweight"], parts["qzeros"], parts["scales"], group_size=group_size)
-            yield f"{prefix}.weight", weight  # [out, in] float32
+            q, zeros, scales = unpack_awq_int(parts["qweight"], parts["qzeros"], parts["scales"], group_size)
+            yield f"{prefix}.weight", AwqParts(q, zeros, scales)
     if pending:
         raise CheckpointMismatch(f"incomplete AWQ tensors (need qweight, qzeros, scales) for: {sorted(pending)}")
+
+
+def map_awq(name: str, parts: AwqParts, layout: Any) -> Iterator[tuple[str, AwqParts]]:
+    """`map_tensor` for an AWQ layer: its renames and splits are row operations, so each part maps the same way."""
+    from vlserve.families.internvl2_5.weights import map_tensor
+
+    mapped = [list(map_tensor(name, t, layout)) for t in (parts.q, parts.zeros, parts.scales)]
+    for (new_name, q), (_, zeros), (_, scales) in zip(*mapped, strict=True):
+        yield new_name, AwqParts(q.contiguous(), zeros.contiguous(), scales.contiguous())
+
+
+# Int4Linear-style factory: (q, zeros, scales, group_size=, device=, bias=) -> a module replacing the linear layer,
+# or None when its kernels do not take that layer (it is then dequantized to the model's dtype).
+Int4Factory = Callable[..., Any]
 
 
 # ---------------------------------------------------------------- model
@@ -254,10 +276,25 @@ def _assign(model, name: str, value, device, dtype, report: dict[str, list[str]]
         module._buffers[attr] = value
 
 
+def _install_int4(model, name: str, parts: AwqParts, group_size: int, device, factory: Int4Factory | None):
+    """Swap the linear layer owning `name` for a 4-bit module from `factory`; returns None when it did, else the
+    dequantized weight [out, in] to assign as usual."""
+    if factory is not None:
+        module_name = name.rpartition(".")[0]
+        parent_name, _, child = module_name.rpartition(".")
+        linear = model.get_submodule(module_name)
+        module = factory(parts.q, parts.zeros, parts.scales, group_size=group_size, device=device, bias=linear.bias)
+        if module is not None:
+            setattr(model.get_submodule(parent_name), child, module)
+            return None
+    return parts.dequantize(group_size)
+
+
 def load_original(
-    model_dir: Path, *, dtype: torch.dtype, device_for: DeviceFor | None = None
+    model_dir: Path, *, dtype: torch.dtype, device_for: DeviceFor | None = None, int4_linear: Int4Factory | None = None
 ) -> InternVLForConditionalGeneration:
-    """Build the native model on the meta device and stream the original checkpoint into it."""
+    """Build the native model on the meta device and stream the original checkpoint into it. AWQ layers become
+    `int4_linear(...)` modules where it gives one, else 16-bit weights dequantized at load."""
     from vlserve.families.internvl2_5.weights import LayoutInfo, UnknownWeight, map_tensor
 
     raw = read_config(model_dir)
@@ -271,12 +308,13 @@ def load_original(
     seen: set[str] = set()
     tensors = iter_tensors(model_dir)
     quant = awq_config(raw)
+    group_size = int(quant.get("group_size", 128)) if quant else 0
     if quant:
-        tensors = dequantize_awq_stream(tensors, int(quant.get("group_size", 128)))
+        tensors = awq_stream(tensors, group_size)
     device_for = device_for or (lambda _name: "cpu")
     for name, tensor in tensors:
         try:
-            mapped = list(map_tensor(name, tensor, layout))
+            mapped = list(map_awq(name, tensor, layout) if isinstance(tensor, AwqParts) else map_tensor(name, tensor, layout))
         except UnknownWeight:
             report["unexpected"].append(name)
             continue
@@ -285,6 +323,10 @@ def load_original(
                 report["unexpected"].append(f"{name} -> {new_name}")
                 continue
             seen.add(new_name)
+            if isinstance(value, AwqParts):
+                value = _install_int4(model, new_name, value, group_size, device_for(new_name), int4_linear)
+                if value is None:
+                    continue
             _assign(model, new_name, value, device_for(new_name), dtype, report)
     missing = tuple(sorted(expected - seen))
     LoadReport(missing, tuple(report["unexpected"]), tuple(report["mismatched"])).raise_if_bad(Path(model_dir))
@@ -322,9 +364,10 @@ def load_hf(model_dir: Path, *, dtype: torch.dtype, device_map: Any = None) -> I
 
 
 def load_model(
-    model_dir: Path, *, dtype: torch.dtype, device_for: DeviceFor | None = None, device_map: Any = None
-) -> InternVLForConditionalGeneration:
+    model_dir: Path, *, dtype: torch.dtype, device_for: DeviceFor | None = None, device_map: Any = None,
+    int4_linear: Int4Factory | None = None,
+) -> InternVLForConditionalGeneration:  # fmt: skip
     """Either format. `device_for(param_name)` places each tensor of an original checkpoint."""
     if is_original_format(read_config(model_dir)):
-        return load_original(model_dir, dtype=dtype, device_for=device_for)
+        return load_original(model_dir, dtype=dtype, device_for=device_for, int4_linear=int4_linear)
     return load_hf(model_dir, dtype=dtype, device_map=device_map)

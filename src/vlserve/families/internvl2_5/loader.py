@@ -26,9 +26,12 @@ class EncodedPrompt:
 
 
 def load_model(model_dir: Path, *, dtype: torch.dtype, device_for: Callable[[str], Any] | None = None,
-               device_map: Any = None):  # fmt: skip
-    """transformers' InternVLForConditionalGeneration with the checkpoint's weights (either format)."""
-    return convert.load_model(Path(model_dir), dtype=dtype, device_for=device_for, device_map=device_map)
+               device_map: Any = None, int4_linear: Callable[..., Any] | None = None):  # fmt: skip
+    """transformers' InternVLForConditionalGeneration with the checkpoint's weights (either format). AWQ layers
+    become `int4_linear(q, zeros, scales, group_size=, device=, bias=)` modules where it returns one."""
+    return convert.load_model(
+        Path(model_dir), dtype=dtype, device_for=device_for, device_map=device_map, int4_linear=int4_linear
+    )
 
 
 def empty_model(model_dir: Path, dtype: torch.dtype):
@@ -41,12 +44,6 @@ def empty_model(model_dir: Path, dtype: torch.dtype):
 
     with init_empty_weights(include_buffers=False):
         return InternVLForConditionalGeneration(AutoConfig.from_pretrained(str(model_dir)))
-
-
-def awq_group_size(model_dir: Path) -> int | None:
-    """AWQ group size when the checkpoint is AWQ (the engine may pick a GPU kernel path), else None."""
-    quant = convert.awq_config(convert.read_config(model_dir))
-    return int(quant.get("group_size", 128)) if quant else None
 
 
 def load_tokenizer(model_dir: Path):
