@@ -69,15 +69,15 @@ def _report(ctx: Context, result: ScenarioResult, label: str, runs: dict[str, li
 class NaiveGenerate:
     """The baseline: the converted model loaded once, `generate` called per request from a pool of threads."""
 
-    def __init__(self, model_dir: Path, threads: int) -> None:
+    def __init__(self, model_dir: Path, threads: int, device: str = "cpu") -> None:
         import copy
 
         import torch
 
         from vlserve.families.internvl2_5 import loader
 
-        self.loader, self.threads = loader, threads
-        self.model = loader.load_model(model_dir, dtype=torch.bfloat16).eval()
+        self.loader, self.threads, self.device = loader, threads, device
+        self.model = loader.load_model(model_dir, dtype=torch.bfloat16, device_for=lambda _name: device).eval()
         tokenizer = loader.load_tokenizer(model_dir)
         self.tokenizers: queue.Queue = queue.Queue()  # a fast tokenizer must not be shared between threads
         for _ in range(threads):
@@ -98,8 +98,9 @@ class NaiveGenerate:
             encoded = self.loader.encode(tokenizer, spec.engine_request("naive").messages)
         finally:
             self.tokenizers.put(tokenizer)
-        ids = torch.tensor([encoded.input_ids])
-        pixels = encoded.pixel_values.to(self.model.dtype) if encoded.pixel_values is not None else None
+        ids = torch.tensor([encoded.input_ids], device=self.device)
+        pixels = encoded.pixel_values
+        pixels = pixels.to(self.device, self.model.dtype) if pixels is not None else None
         clock = _FirstToken()
         with torch.inference_mode():
             out = self.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), pixel_values=pixels,

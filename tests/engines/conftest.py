@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -49,12 +50,16 @@ def engine_for(twin_dir):
 
     engines: dict[tuple, object] = {}
 
+    # VLSERVE_TEST_DEVICE=cuda runs these engines on a GPU (benchmarks/gpu_check.sh does, on a GPU machine)
+    device = os.environ.get("VLSERVE_TEST_DEVICE", "cpu")
+
     def make(architecture: str, quantization: str = "none", **options):
         key = (architecture, quantization, tuple(sorted(options.items())))
         if key not in engines:
             engine = get_factory("Transformers").create(
-                resolved_for(architecture, quantization), twin_dir(architecture), {"dtype": "float32", **options}
-            )
+                resolved_for(architecture, quantization), twin_dir(architecture),
+                {"dtype": "float32", "device": device, **options},
+            )  # fmt: skip
             _run_in_thread(engine.load())
             engines[key] = engine
         return engines[key]
