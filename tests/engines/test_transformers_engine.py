@@ -249,6 +249,29 @@ async def test_abort_stops_decoding_and_frees_the_slot(engine_for):
     assert engine.scheduler.cache.active == 0 and not engine.scheduler.batch
 
 
+async def test_a_request_failing_after_its_prefill_leaves_no_cache_slot_behind(engine_for, monkeypatch):
+    """A failure between a request's prefill and its first token (here: its sampler) fails that request only; its
+    K/V take no cache slot, so the next requests decode in a batch of the right size."""
+    from vlserve.engines.transformers_engine import sampler as sampler_module
+    from vlserve.errors import EngineError
+
+    engine = engine_for("InternVL2_5-1B")
+    real_create = sampler_module.SequenceSampler.create.__func__
+
+    def create(cls, params, *args, **kwargs):
+        if params.seed == 666:
+            raise RuntimeError("sampler set-up failed")
+        return real_create(cls, params, *args, **kwargs)
+
+    monkeypatch.setattr(sampler_module.SequenceSampler, "create", classmethod(create))
+    with pytest.raises(EngineError, match="sampler set-up failed"):
+        await answer(engine, ask("Hi", image(17)), SamplingParams(max_tokens=4, temperature=0.7, seed=666))
+    assert engine.scheduler.cache.active == 0
+    alone = await answer(engine, ask("Hi", image(18)), GREEDY)
+    together = await asyncio.gather(*(answer(engine, ask("Hi", image(18)), GREEDY, f"g{i}") for i in range(2)))
+    assert all(tokens_of(d) == tokens_of(alone) for d in together) and len(tokens_of(alone)) == GREEDY.max_tokens
+
+
 # ---------------------------------------------------------------- quantization and options
 
 

@@ -25,18 +25,22 @@ class SequenceSampler:
     output: list[int] = field(default_factory=list)
 
     @classmethod
-    def create(cls, params: SamplingParams, prompt_ids: list[int], vocab_size: int, choice: int) -> SequenceSampler:
+    def create(
+        cls, params: SamplingParams, prompt_ids: list[int], vocab_size: int, choice: int,
+        device: torch.device | str = "cpu",
+    ) -> SequenceSampler:  # fmt: skip
+        """The state lives where the logits will (`device`): a CUDA generator samples CUDA probabilities."""
         import torch
 
         generator = None
         if params.seed is not None and not params.greedy:
-            generator = torch.Generator().manual_seed(int(params.seed) + choice)
+            generator = torch.Generator(device=device).manual_seed(int(params.seed) + choice)
         uses_counts = params.presence_penalty != 0.0 or params.frequency_penalty != 0.0 or _rep(params)
         return cls(
             params,
             generator,
-            prompt_ids=torch.tensor(sorted(set(prompt_ids)), dtype=torch.long) if _rep(params) else None,
-            counts=torch.zeros(vocab_size, dtype=torch.float32) if uses_counts else None,
+            prompt_ids=torch.tensor(sorted(set(prompt_ids)), dtype=torch.long, device=device) if _rep(params) else None,
+            counts=torch.zeros(vocab_size, dtype=torch.float32, device=device) if uses_counts else None,
         )
 
     @property

@@ -185,16 +185,19 @@ class Scheduler:
             pixels = job.pixel_values.to(p.input_device, dtype=p.model.dtype)
         out = p.model(input_ids=ids, pixel_values=pixels, past_key_values=kv, use_cache=True, logits_to_keep=1)
         logits = out.logits[0, -1].float()
-        layer_kv = [(layer.keys, layer.values) for layer in kv.layers]
-        self.cache.add(layer_kv, copies=job.sampling.n)
-        del kv, out
-        vocab = p.vocab_size
+        # Everything that can fail for this request alone (sampler set-up, the first choice) comes before its K/V
+        # take cache slots: a slot is freed only through a sequence in the batch, so none may be taken without one.
+        seqs, firsts = [], []
         for index in range(job.sampling.n):
-            sampler = SequenceSampler.create(job.sampling, job.prompt_ids, vocab, index)
-            seq = Sequence(job, index, sampler, IncrementalDetokenizer(self.tokenizer, job.sampling.stop))
-            self.batch.append(seq)
-            job.running += 1
-            self._accept(seq, sampler.choose(logits.clone()) if not sampler.plain_greedy else int(logits.argmax()))
+            sampler = SequenceSampler.create(job.sampling, job.prompt_ids, p.vocab_size, index, device=logits.device)
+            seqs.append(Sequence(job, index, sampler, IncrementalDetokenizer(self.tokenizer, job.sampling.stop)))
+            firsts.append(sampler.choose(logits.clone()) if not sampler.plain_greedy else int(logits.argmax()))
+        self.cache.add([(layer.keys, layer.values) for layer in kv.layers], copies=job.sampling.n)
+        del kv, out
+        self.batch.extend(seqs)
+        job.running += len(seqs)
+        for seq, token in zip(seqs, firsts, strict=True):
+            self._accept(seq, token)
         self._retire_finished()
 
     def _decode_step(self) -> None:
