@@ -46,7 +46,7 @@ class TransformersEngine:
     def _load_sync(self) -> LoadedModelInfo:
         import torch
 
-        from vlserve.engines.transformers_engine import int4
+        from vlserve.engines.transformers_engine import int4, onednn
         from vlserve.engines.transformers_engine import placement as pl
         from vlserve.engines.transformers_engine.attention import register
         from vlserve.engines.transformers_engine.scheduler import Scheduler
@@ -64,9 +64,11 @@ class TransformersEngine:
             int4_linear=int4.factory_for(where.dtype) if self.resolved.quantization == "Int4" else None,
         )  # fmt: skip
         model = pl.dispatch(model, device_map)
-        parts = _model_parts(model)
         if self.resolved.quantization in BNB_QUANTIZATIONS:
-            pl.quantize_bnb(parts.language_model.layers, self.resolved.quantization, where.dtype)
+            pl.quantize_bnb(model.model.language_model.layers, self.resolved.quantization, where.dtype)
+        if where.device == "cpu" and onednn.available(where.dtype):
+            onednn.pack_linears(model)  # the 16-bit linears left (bitsandbytes' and int4 layers are not nn.Linear)
+        parts = _model_parts(model)
         model.config.get_text_config()._attn_implementation = register()
         self.model, self.tokenizer = model, self.family.load_tokenizer(self.model_dir)
         stop_ids = self.family.stop_token_ids(self.model_dir, self.tokenizer)
