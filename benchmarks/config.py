@@ -22,7 +22,7 @@ class RunConfig:
     results_path: Path | None = DEFAULT_RESULTS  # None: print only, write nothing
     only: tuple[str, ...] = ()  # scenario ids; empty: all
     # P1: serving overhead
-    p1_concurrency: tuple[int, ...] = (1, 2, 4, 8)
+    p1_concurrency: tuple[int, ...] = (1, 8)  # the two levels (P1 and P4)
     p1_max_tokens: int = 64
     p1_full_size: bool = True  # the full-size 1B arch (text prompts) next to the twin (1-tile image prompts)
     # P2: continuous batching vs naive threads
@@ -40,10 +40,12 @@ class RunConfig:
     p6_repeats: int = 5
     # B1/B2: bounds on the full-size 1B arch
     b1_max_tokens: int = 64
-    b2_max_tiles: tuple[int, ...] = (1, 4, 6, 12)  # TTFT vs tiles (1, 5, 7, 13 tiles); the last one is checked
+    b2_max_tiles: tuple[int, ...] = (1, 6, 12)  # TTFT vs tiles (1, 7, 13 tiles); the last one is checked
     # P4/P7: vLLM
     p4_full_size: bool = True  # the full-size 1B arch with text prompts next to the twin (1-tile images)
-    p4_enforce_eager: bool = False  # True: no torch.compile on either side (start-up in seconds instead of minutes)
+    # no torch.compile on either side: a cold compile takes minutes per server start on 2 cores, and both sides get
+    # the same setting (P7 on a GPU compiles)
+    p4_enforce_eager: bool = True
     vllm_python: str = field(default_factory=lambda: os.environ.get("VLSERVE_BENCH_VLLM_PYTHON", sys.executable))
 
     @property

@@ -113,6 +113,10 @@ def _section(scenario: ScenarioResult, base: Path) -> list[str]:
         lines += ["| check | median | min–max | IQR | n | target | verdict |", "|---|---|---|---|---|---|---|"]
         lines += [_row(c.figure, c.target.text if c.target else "", _verdict(c)) for c in scenario.checks]
         lines.append("")
+        missed = [c for c in scenario.checks if c.verdict() == "MISS"]
+        for reason in dict.fromkeys(c.if_missed for c in missed if c.if_missed):  # each explanation once
+            names = "; ".join(c.figure.name for c in missed if c.if_missed == reason)
+            lines += [f"**Missed** ({_cell(names)}): {reason}", ""]
     if scenario.figures:
         lines += ["| measurement | median | min–max | IQR | n |", "|---|---|---|---|---|"]
         lines += [_row(f) for f in scenario.figures]

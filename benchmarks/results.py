@@ -25,8 +25,8 @@ class ScenarioResult:
     seconds: float = 0.0
     design: str = ""  # how the scenario measures (its module's docstring)
 
-    def check(self, figure: Figure, target=None) -> Check:
-        made = Check(figure, target)
+    def check(self, figure: Figure, target=None, if_missed: str = "") -> Check:
+        made = Check(figure, target, if_missed)
         self.checks.append(made)
         return made
 

@@ -86,6 +86,7 @@ class Check:
 
     figure: Figure
     target: Target | None  # None: reported, no target
+    if_missed: str = ""  # why this target can be missed on this machine and what would close it (printed on a miss)
 
     @property
     def passed(self) -> bool | None:

@@ -1,9 +1,9 @@
 """B1: batch-1 decode speed of the full-size 1B architecture (Transformers engine, bf16, text prompt) against the
-memory-bandwidth bound: measured read bandwidth / bytes one decode step must read (`arch.decode_bytes_per_token`:
-decoder weights, final norm, lm_head, one embedding row, the KV cache so far).
+memory-bandwidth bound, target ≥ 0.5 (issue #3): measured read bandwidth / bytes one decode step must read
+(`arch.decode_bytes_per_token`: decoder weights, final norm, lm_head, one embedding row, the KV cache so far).
 
 Decode tok/s = (tokens − 1) / (last token time − first token time), so prefill is excluded. Bandwidth and decode
-are measured in the same repeat (paired) and the ratio is per repeat. Reported, no target.
+are measured in the same repeat (paired) and the ratio is per repeat.
 """
 
 from __future__ import annotations
@@ -13,12 +13,19 @@ from benchmarks.inprocess import InProcessEngine
 from benchmarks.load import run_engine
 from benchmarks.results import ScenarioResult
 from benchmarks.scenarios import Context, bounds
-from benchmarks.stats import Figure, paired
+from benchmarks.stats import Figure, at_least, paired
 from benchmarks.workload import text_mix
 
 ID, TITLE = "B1", "Batch-1 decode vs the memory-bandwidth bound (full-size 1B, bf16)"
 BASELINE = "measured read bandwidth (torch sum over 1 GiB) / weight + KV bytes read per token"
 GB = 1e9
+IF_MISSED = (
+    "the linears (the bytes the bound counts) run at oneDNN's packed-GEMV rate on this VM, 21-24 GB/s of weight "
+    "reads against the ~31 GB/s a sum reaches, and the rest of a step is eager per-op overhead of transformers' "
+    "modules (~1,000 small ops: norms, rotary, attention, residuals; 20-30 ms on 2 cores). What would close it: "
+    "fusing q/k/v and gate/up into single products, and compiling the decode step (torch.compile with weight "
+    "freezing) so the small ops fuse."
+)
 
 
 def run(ctx: Context) -> ScenarioResult:
@@ -33,7 +40,8 @@ def run(ctx: Context) -> ScenarioResult:
     per_token = arch.decode_bytes_per_token(model.config(), context)
     bound = [bw / per_token for bw in runs["bandwidth"]]
     result = ScenarioResult(ID, TITLE, BASELINE)
-    result.check(Figure.of("decode tok/s / bandwidth bound", "×", [d / b for d, b in zip(decode, bound, strict=True)]))
+    result.check(Figure.of("decode tok/s / bandwidth bound", "×", [d / b for d, b in zip(decode, bound, strict=True)]),
+                 at_least(0.5), IF_MISSED)
     result.add(
         Figure.of("batch-1 decode", "tok/s", decode),
         Figure.of("bandwidth bound", "tok/s", bound),

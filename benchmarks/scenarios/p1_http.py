@@ -22,6 +22,14 @@ from benchmarks.workload import image_mix, text_mix
 ID, TITLE = "P1", "vlserve HTTP vs the engine in-process: output tok/s and TTFT"
 BASELINE = "the same Transformers engine and model, called in-process by asyncio clients"
 UID = "p1"
+IF_MISSED = (
+    "the HTTP side pays per request for JSON parsing and validation, base64 + PNG decoding of the image (in-process "
+    "callers hand over decoded images) and one SSE event per token, parsed by a client on the same 2 cores, while "
+    "a second process competes with the engine's threads for them. A twin request lasts a few hundred ms, so those "
+    "fixed costs and this VM's occasional stalls of similar length weigh most there; the full-size rows are the "
+    "steady state. What would close it: a load client on another machine, and several tokens per SSE event when "
+    "the client reads slower than the engine writes."
+)
 
 
 def run(ctx: Context) -> ScenarioResult:
@@ -38,8 +46,8 @@ def run(ctx: Context) -> ScenarioResult:
         with InProcessEngine(model) as engine, vlserve_server(ctx.work_dir) as server:
             launch(server, models.launch_body(model, UID))
             sweep(ctx, result, label, Side("HTTP", lambda specs, c: run_http(server.url, UID, specs, c)),
-                  Side("in-process", lambda specs, c: run_engine(engine, specs, c)), mix)  # fmt: skip
-    result.notes.append(f"each wave: max(c, 2) requests over c workers, {tokens} output tokens each; the model "
+                  Side("in-process", lambda specs, c: run_engine(engine, specs, c)), mix, if_missed=IF_MISSED)  # fmt: skip
+    result.notes.append(f"each wave: max(2c, 6) requests over c workers, {tokens} output tokens each; the model "
                         "launched with default options (bf16) on both sides")  # fmt: skip
     result.notes.append("the HTTP client runs on the same cores as the server (as any local benchmark client "
                         "does): on a 2-core machine its SSE parsing is part of the HTTP side's cost")  # fmt: skip

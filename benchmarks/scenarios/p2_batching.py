@@ -26,6 +26,11 @@ from benchmarks.workload import RequestSpec, image_mix, thirteen_tile_size
 
 ID, TITLE = "P2", "Continuous batching: 8 concurrent image requests, Transformers engine"
 BASELINE = "a plain HF model.generate per request in 8 threads, same converted model (no batching)"
+IF_MISSED = (
+    "each request's prefill (the ViT on its tile plus a ~300-token prompt: 2-4 s of compute-bound work on 2 cores) "
+    "runs alone and pauses the decode batch, so the 8 prefills are a large, unbatchable share of the run; batching "
+    "wins only in decode. What would close it: chunked prefill interleaved with decode steps."
+)
 
 
 def run(ctx: Context) -> ScenarioResult:
@@ -56,7 +61,8 @@ def run(ctx: Context) -> ScenarioResult:
 def _report(ctx: Context, result: ScenarioResult, label: str, runs: dict[str, list[LoadResult]], target) -> None:
     engine, naive = runs["engine"], runs["naive"]
     engine_tps, naive_tps = [r.tokens_per_s for r in engine], [r.tokens_per_s for r in naive]
-    result.check(Figure.of(f"{label}: tok/s engine / naive threads", "×", ratios(engine_tps, naive_tps)), target)
+    result.check(Figure.of(f"{label}: tok/s engine / naive threads", "×", ratios(engine_tps, naive_tps)), target,
+                 IF_MISSED)
     result.add(Figure.of(f"{label}: output tok/s, engine", "tok/s", engine_tps),
                Figure.of(f"{label}: output tok/s, naive threads", "tok/s", naive_tps),
                Figure.of(f"{label}: median TTFT, engine", "s", [r.median_ttft for r in engine]),

@@ -78,3 +78,17 @@ def test_paired_alternates_sides_and_figures_summarise():
     assert (figure.median, figure.low, figure.high) == (2.5, 1.0, 10.0)
     assert figure.spread() == "2.5 [1–10] s (n=4)"
     assert within(0.1).met_by(1.05) and not within(0.1).met_by(0.85)
+
+
+def test_a_missed_target_prints_its_explanation_once(tmp_path):
+    from benchmarks.report import markdown
+    from benchmarks.results import RunResult, ScenarioResult
+    from benchmarks.stats import at_least
+
+    scenario = ScenarioResult("PX", "demo", "baseline")
+    scenario.check(Figure.of("c=1: ratio", "×", [0.5, 0.6]), at_least(0.95), "because of the demo")
+    scenario.check(Figure.of("c=8: ratio", "×", [0.7]), at_least(0.95), "because of the demo")
+    scenario.check(Figure.of("c=16: ratio", "×", [1.2]), at_least(0.95), "never printed: this one passes")
+    text = markdown(RunResult("full", {}, [scenario], "now", 1.0), tmp_path / "RESULTS.md", "cmd")
+    assert text.count("because of the demo") == 1 and "never printed" not in text
+    assert "**Missed** (c=1: ratio; c=8: ratio): because of the demo" in text
