@@ -71,10 +71,11 @@ def _how_to_run() -> list[str]:
         "## How to run", "",
         "```bash",
         "source .venv/bin/activate",
-        "python -m benchmarks run                 # full profile: rewrites this file (1.5-2 h on a quiet 2-core machine)",
+        "python -m benchmarks run                 # full profile: rewrites this file (about an hour on a quiet 2-core machine)",
         "python -m benchmarks run --quick         # every CPU scenario, reduced (under 10 min)",
         "python -m benchmarks run --only P3,P5    # some scenarios only (the report then holds only those)",
         "benchmarks/gpu_p7.sh                     # P7, on a machine with a CUDA GPU and vLLM",
+        "benchmarks/gpu_check.sh                  # Transformers engine on a GPU: tests + figures (RESULTS-GPU.md)",
         "```", "",
         ("Models are written by the harness itself into `benchmarks/.work/` (git-ignored): the InternVL2.5-1B twin "
          "and the full-size 1B architecture with random weights. P4 needs vLLM importable by the interpreter given "
