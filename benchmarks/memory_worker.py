@@ -40,8 +40,9 @@ def _tensor_bytes(model) -> int:
     seen: set[int] = set()
     total = 0
     for tensor in [*model.parameters(), *model.buffers()]:
-        if tensor.data_ptr() not in seen:
-            seen.add(tensor.data_ptr())
+        key = id(tensor) if tensor.is_mkldnn else tensor.data_ptr()  # oneDNN-packed weights expose no data pointer
+        if key not in seen:
+            seen.add(key)
             total += tensor.numel() * tensor.element_size()
     return total
 
@@ -52,6 +53,8 @@ def _page_in(model) -> None:
 
     with torch.inference_mode():
         for tensor in [*model.parameters(), *model.buffers()]:
+            if tensor.is_mkldnn:  # written by oneDNN at load (anonymous memory, resident already)
+                continue
             flat = tensor.detach().reshape(-1)
             if flat.numel():
                 flat[:: max(1, 4096 // tensor.element_size())].float().sum()

@@ -46,9 +46,13 @@ def unpack_awq(
     qweight: torch.Tensor, qzeros: torch.Tensor, scales: torch.Tensor, group_size: int = 128
 ) -> torch.Tensor:
     """Dequantised weight [out, in] (float32) from the AWQ GEMM tensors."""
-    q, zeros, step = unpack_awq_int(qweight, qzeros, scales, group_size)
+    return dequantize_rows(*unpack_awq_int(qweight, qzeros, scales, group_size), group_size)
+
+
+def dequantize_rows(q: torch.Tensor, zeros: torch.Tensor, scales: torch.Tensor, group_size: int) -> torch.Tensor:
+    """W [out, in] float32 = (q - zeros[:, i // g]) * scales[:, i // g] from `unpack_awq_int`'s row layout."""
     expand = dict(repeats=group_size, dim=1)
-    return (q - zeros.repeat_interleave(**expand)).float() * step.float().repeat_interleave(**expand)
+    return (q - zeros.repeat_interleave(**expand)).float() * scales.float().repeat_interleave(**expand)
 
 
 def unpack_awq_int(

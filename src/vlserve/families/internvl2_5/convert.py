@@ -205,8 +205,9 @@ class AwqParts:
     scales: torch.Tensor  # [out, in/g]
 
     def dequantize(self, group_size: int) -> torch.Tensor:
-        expand = dict(repeats=group_size, dim=1)
-        return (self.q - self.zeros.repeat_interleave(**expand)).float() * self.scales.float().repeat_interleave(**expand)
+        from vlserve.families.internvl2_5.awq import dequantize_rows
+
+        return dequantize_rows(self.q, self.zeros, self.scales, group_size)
 
 
 def awq_stream(tensors: Iterator[tuple[str, torch.Tensor]], group_size: int) -> Iterator[tuple[str, Any]]:
