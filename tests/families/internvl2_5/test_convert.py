@@ -218,7 +218,7 @@ def test_awq_layers_on_int4_kernels_match_the_dequantized_model(twin, device):
     from vlserve.engines.transformers_engine.int4 import Int4Linear, factory_for
 
     awq_dir = twin("InternVL2_5-8B-AWQ")
-    place = lambda _name: device  # noqa: E731
+    place = lambda _name: device
     int4 = convert.load_model(awq_dir, dtype=torch.bfloat16, device_for=place, int4_linear=factory_for(torch.bfloat16))
     plain = convert.load_model(awq_dir, dtype=torch.bfloat16, device_for=place)
     layers = int4.model.language_model.layers

@@ -54,6 +54,5 @@ def pack_linears(model: torch.nn.Module) -> int:
         if type(module) is torch.nn.Linear and module.weight.device.type == "cpu"
     ]  # fmt: skip
     for name, module in targets:
-        parent_name, _, child = name.rpartition(".")
-        setattr(model.get_submodule(parent_name), child, PackedLinear(module))
+        model.set_submodule(name, PackedLinear(module))
     return len(targets)

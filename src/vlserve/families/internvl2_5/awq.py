@@ -51,8 +51,9 @@ def unpack_awq(
 
 def dequantize_rows(q: torch.Tensor, zeros: torch.Tensor, scales: torch.Tensor, group_size: int) -> torch.Tensor:
     """W [out, in] float32 = (q - zeros[:, i // g]) * scales[:, i // g] from `unpack_awq_int`'s row layout."""
-    expand = dict(repeats=group_size, dim=1)
-    return (q - zeros.repeat_interleave(**expand)).float() * scales.float().repeat_interleave(**expand)
+    zero_per_weight = zeros.repeat_interleave(group_size, dim=1)
+    scale_per_weight = scales.float().repeat_interleave(group_size, dim=1)
+    return (q - zero_per_weight).float() * scale_per_weight
 
 
 def unpack_awq_int(
@@ -67,8 +68,7 @@ def unpack_awq_int(
             f"AWQ tensors disagree: qweight {tuple(qweight.shape)}, qzeros {tuple(qzeros.shape)}, "
             f"scales {tuple(scales.shape)} with group size {group_size}"
         )
-    as_rows = lambda t: t.T.contiguous()  # noqa: E731
-    return as_rows(q.to(torch.int32)), as_rows(zeros.to(torch.int32)), as_rows(scales)
+    return q.to(torch.int32).T.contiguous(), zeros.to(torch.int32).T.contiguous(), scales.T.contiguous()
 
 
 def _pack_columns(values: torch.Tensor) -> torch.Tensor:

@@ -282,11 +282,10 @@ def _install_int4(model, name: str, parts: AwqParts, group_size: int, device, fa
     dequantized weight [out, in] to assign as usual."""
     if factory is not None:
         module_name = name.rpartition(".")[0]
-        parent_name, _, child = module_name.rpartition(".")
-        linear = model.get_submodule(module_name)
-        module = factory(parts.q, parts.zeros, parts.scales, group_size=group_size, device=device, bias=linear.bias)
+        bias = model.get_submodule(module_name).bias
+        module = factory(parts.q, parts.zeros, parts.scales, group_size=group_size, device=device, bias=bias)
         if module is not None:
-            setattr(model.get_submodule(parent_name), child, module)
+            model.set_submodule(module_name, module)
             return None
     return parts.dequantize(group_size)
 
