@@ -26,6 +26,11 @@ if ! "$PY" -c "import vllm, torch; assert torch.cuda.is_available()" 2>/dev/null
   exit 2
 fi
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$DEST/gpu.csv"
+# vLLM's CUDA sampler imports FlashInfer whenever it is allowed to (vLLM 0.25: the engine core then dies at start
+# without it). pip installs it with vLLM; a hand-carried vLLM may lack it, and then PyTorch's sampler is used.
+if ! "$PY" -c "import flashinfer" 2>/dev/null; then
+  export VLLM_USE_FLASHINFER_SAMPLER=0
+fi
 
 status=0
 timeout 470 "$PY" -m benchmarks run --only P7 --repeats 2 --work "$WORK" --results "$DEST/RESULTS-P7.md" \

@@ -15,7 +15,8 @@
 # GPU machines (nvidia-smi lists a GPU): vLLM's CUDA build, vllm==0.32.0, with the CUDA torch it pins (torchvision
 # then matches torch and needs no shim; the .pth is written anyway and does nothing when torchvision's extension loads).
 #
-#   VLSERVE_VLLM_VERSION   vLLM version (default 0.32.0)
+#   VLSERVE_VLLM_VERSION   vLLM version (default 0.32.0). Where the GPU machine's torch is fixed, take the vLLM that
+#                          pins it: torch 2.11 -> 0.25.1 (P7's GPU run, benchmarks/RESULTS-GPU.md).
 #   VLSERVE_VLLM_DEVICE    cpu | cuda (default: cuda when nvidia-smi lists a GPU, else cpu)
 set -euo pipefail
 cd "$(dirname "$0")/.."

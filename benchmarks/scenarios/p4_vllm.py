@@ -85,13 +85,13 @@ def eager(setup: VllmSetup) -> VllmSetup:
 
 
 def compare(ctx: Context, result: ScenarioResult, label: str, model: models.PreparedModel,
-            mix: Callable[[int], list[RequestSpec]], setup: VllmSetup) -> None:  # fmt: skip
+            mix: Callable[[int], list[RequestSpec]], setup: VllmSetup, if_missed: str = IF_MISSED) -> None:  # fmt: skip
     python = ctx.config.vllm_python
     with vlserve_server(ctx.work_dir, python, setup.env) as ours, vllm_server(ctx, model, setup) as theirs:
         launch(ours, models.launch_body(model, UID, engine="vLLM", **setup.options))
         sweep(ctx, result, label, Side("vlserve", lambda specs, c: run_http(ours.url, UID, specs, c)),
               Side("vLLM server", lambda specs, c: run_http(theirs.url, UID, specs, c)), mix,
-              if_missed=IF_MISSED)  # fmt: skip
+              if_missed=if_missed)  # fmt: skip
 
 
 def vllm_usable(python: str) -> tuple[bool, str]:
