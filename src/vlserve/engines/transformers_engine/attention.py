@@ -2,8 +2,11 @@
 
 Decode steps (one query token per sequence, an explicit [B, 1, 1, L] mask from the slot cache) use grouped-query
 attention by reshaping the queries onto their KV heads, so K/V are never repeated per query head (transformers'
-SDPA path copies them `heads/kv_heads` times whenever a mask is given). Everything else (prefill, vision) goes to
-transformers' own SDPA function unchanged.
+SDPA path copies them `heads/kv_heads` times whenever a mask is given). A single sequence's step hands the grouped
+queries to torch's fused SDPA kernel (measured on the 2-core machine, 1B shapes: 17-21 µs per layer at a context of
+70 against 107 µs for two bf16 matmuls + softmax; equal at 4,000); batches keep the matmuls, which the fused
+kernel's masked path loses to from a few hundred tokens of context on (B=8: 301 vs 244 µs at 600). Everything
+else (prefill, vision) goes to transformers' own SDPA function unchanged.
 """
 
 from __future__ import annotations
@@ -39,6 +42,9 @@ def _decode_gqa(query, key, value, mask, scaling):
     kv_heads = key.shape[1]
     q = query.reshape(batch, kv_heads, heads // kv_heads, dim)
     scale = scaling if scaling is not None else dim**-0.5
+    if batch == 1:  # the grouped queries as one short query block: torch's fused (flash) kernel, no [L] scores
+        out = torch.nn.functional.scaled_dot_product_attention(q, key, value, attn_mask=mask, scale=scale)
+        return out.reshape(batch, heads, 1, dim).transpose(1, 2)
     scores = torch.matmul(q, key.transpose(-1, -2)).mul_(scale)  # [B, Hkv, G, L]
     scores = scores.float().masked_fill_(~mask, float("-inf"))  # mask [B,1,1,L] broadcasts over Hkv, G
     probs = torch.softmax(scores, dim=-1).to(value.dtype)

@@ -7,13 +7,14 @@ import asyncio
 import copy
 import gc
 import importlib
+import threading
 from collections.abc import AsyncIterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from vlserve.engines.base import Delta, GenerateRequest, LoadedModelInfo, completion_budget
 from vlserve.engines.transformers_engine.options import EngineOptions
+from vlserve.engines.transformers_engine.threads import in_own_thread
 from vlserve.errors import EngineError, InvalidRequest, ModelNotReady, VlserveError
 
 if TYPE_CHECKING:
@@ -33,14 +34,14 @@ class TransformersEngine:
         self.tokenizer: Any = None
         self.scheduler: Scheduler | None = None
         self.info: LoadedModelInfo | None = None
-        # one worker: a fast tokenizer must not be used from two threads at once ("Already borrowed")
-        self._prep = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vlserve-prep")
+        # one at a time: a fast tokenizer must not be used from two threads at once ("Already borrowed")
+        self._prep_lock = threading.Lock()
 
     # ------------------------------------------------------------ lifecycle
 
     async def load(self) -> LoadedModelInfo:
         if self.info is None:
-            self.info = await asyncio.to_thread(self._load_sync)
+            self.info = await in_own_thread("vlserve-load", self._load_sync)  # see threads.py
         return self.info
 
     def _load_sync(self) -> LoadedModelInfo:
@@ -110,7 +111,7 @@ class TransformersEngine:
         if self.scheduler is None:
             raise ModelNotReady("the model is not loaded yet (or was unloaded); wait for load() to finish")
         loop = asyncio.get_running_loop()
-        encoded = await loop.run_in_executor(self._prep, self.family.encode, self.tokenizer, request.messages)
+        encoded = await in_own_thread("vlserve-prep", self._encode, request.messages)  # see threads.py
         queue: asyncio.Queue[Delta | BaseException | None] = asyncio.Queue()
         job = self._job(request, encoded, _emitter(loop, queue))
         self.scheduler.submit(job)
@@ -131,6 +132,10 @@ class TransformersEngine:
         finally:
             if not finished and self.scheduler is not None:
                 self.scheduler.abort(request.request_id)
+
+    def _encode(self, messages):
+        with self._prep_lock:
+            return self.family.encode(self.tokenizer, messages)
 
     def _job(self, request: GenerateRequest, encoded, emit) -> Job:
         from vlserve.engines.transformers_engine.scheduler import Job
