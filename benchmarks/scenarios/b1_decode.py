@@ -20,11 +20,11 @@ ID, TITLE = "B1", "Batch-1 decode vs the memory-bandwidth bound (full-size 1B, b
 BASELINE = "measured read bandwidth (torch sum over 1 GiB) / weight + KV bytes read per token"
 GB = 1e9
 IF_MISSED = (
-    "the linears (the bytes the bound counts) run at oneDNN's packed-GEMV rate on this VM, 21-24 GB/s of weight "
-    "reads against the ~31 GB/s a sum reaches, and the rest of a step is eager per-op overhead of transformers' "
-    "modules (~1,000 small ops: norms, rotary, attention, residuals; 20-30 ms on 2 cores). What would close it: "
-    "fusing q/k/v and gate/up into single products, and compiling the decode step (torch.compile with weight "
-    "freezing) so the small ops fuse."
+    "the linears (the bytes the bound counts) stream their weights at 17-24 GB/s through oneDNN's packed GEMV inside "
+    "a step against the 31-34 GB/s a sum reaches (many small products, each paying its start-up), and the rest of a "
+    "step is ~1,000 small eager ops (norms, rotary, residuals; ~10 ms on 2 cores). This VM's memory speed also "
+    "varies between runs (the same synthetic GEMV loop took 25-32 ms). What would close it: fusing q/k/v and "
+    "gate/up into single products and compiling the decode step so the small ops fuse."
 )
 
 
