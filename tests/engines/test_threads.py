@@ -3,6 +3,7 @@ a lingering helper thread's OpenMP team throttled every later decode step)."""
 
 from __future__ import annotations
 
+import contextvars
 import threading
 import time
 
@@ -26,6 +27,14 @@ async def test_runs_on_a_thread_that_ends():
     where = await in_own_thread("vlserve-test", lambda: threading.current_thread().name)
     assert where == "vlserve-test" and where != threading.current_thread().name
     assert _wait_gone("vlserve-test") == []
+
+
+_REQUEST_ID: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="unset")
+
+
+async def test_the_callers_context_variables_go_along():
+    _REQUEST_ID.set("req-7")
+    assert await in_own_thread("vlserve-test", _REQUEST_ID.get) == "req-7"
 
 
 async def test_exceptions_reach_the_caller():

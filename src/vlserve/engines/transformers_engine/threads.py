@@ -12,6 +12,7 @@ with the model loaded on a default-executor thread and 18 tok/s once that thread
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import threading
 from collections.abc import Callable
 from typing import TypeVar
@@ -25,6 +26,7 @@ async def in_own_thread(name: str, fn: Callable[..., T], *args: object) -> T:
     As with to_thread, cancelling the caller does not stop `fn`; its result is then dropped."""
     loop = asyncio.get_running_loop()
     future: asyncio.Future[T] = loop.create_future()
+    context = contextvars.copy_context()  # as to_thread: the caller's context variables (log fields) go along
 
     def settle(result: T | None, exc: BaseException | None) -> None:
         if future.done():  # the caller was cancelled
@@ -36,7 +38,7 @@ async def in_own_thread(name: str, fn: Callable[..., T], *args: object) -> T:
 
     def run() -> None:
         try:
-            outcome = (fn(*args), None)
+            outcome = (context.run(fn, *args), None)
         except BaseException as exc:  # noqa: BLE001 - handed to the awaiting task, as to_thread does
             outcome = (None, exc)
         try:
