@@ -1,15 +1,18 @@
 """Micro-benchmarks the B1/B2 bounds divide by: memory read bandwidth and the bf16 matmul rate, both with torch at
-its default thread count (what the engine uses)."""
+its default thread count (what the engine uses), each on a thread that ends (see benchmarks/threads.py: the engine
+measured beside them must not share the process with a lingering OpenMP team)."""
 
 from __future__ import annotations
 
 import time
 
+from benchmarks.threads import on_own_thread
+
 GIB = 1024**3
 MATMUL_SHAPES = ((2048, 2048, 2048), (1025, 1024, 4096), (4096, 896, 4864))  # square; ViT MLP; LLM MLP prefill
 
 
-def read_bandwidth(gib: float = 1.0, calls: int = 5) -> float:
+def _read_bandwidth(gib: float = 1.0, calls: int = 5) -> float:
     """Bytes/s of summing a float32 tensor much larger than the caches (best of `calls`: the machine's ability)."""
     import torch
 
@@ -19,7 +22,7 @@ def read_bandwidth(gib: float = 1.0, calls: int = 5) -> float:
     return data.numel() * 4 / best
 
 
-def copy_bandwidth(gib: float = 0.5, calls: int = 5) -> float:
+def _copy_bandwidth(gib: float = 0.5, calls: int = 5) -> float:
     """Bytes/s moved (read + write) by copying a float32 tensor into another."""
     import torch
 
@@ -30,7 +33,7 @@ def copy_bandwidth(gib: float = 0.5, calls: int = 5) -> float:
     return 2 * src.numel() * 4 / best
 
 
-def matmul_rate(calls: int = 3) -> tuple[float, str]:
+def _matmul_rate(calls: int = 3) -> tuple[float, str]:
     """FLOP/s of the fastest bf16 torch.matmul among MATMUL_SHAPES (best of `calls` each) and that shape."""
     import torch
 
@@ -50,3 +53,15 @@ def _seconds(fn) -> float:
     start = time.perf_counter()
     fn()
     return time.perf_counter() - start
+
+
+def read_bandwidth(gib: float = 1.0, calls: int = 5) -> float:
+    return on_own_thread(_read_bandwidth, gib, calls)
+
+
+def copy_bandwidth(gib: float = 0.5, calls: int = 5) -> float:
+    return on_own_thread(_copy_bandwidth, gib, calls)
+
+
+def matmul_rate(calls: int = 3) -> tuple[float, str]:
+    return on_own_thread(_matmul_rate, calls)

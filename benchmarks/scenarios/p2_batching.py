@@ -22,6 +22,7 @@ from benchmarks.load import LoadResult, RequestTiming, run_engine
 from benchmarks.results import ScenarioResult
 from benchmarks.scenarios import Context
 from benchmarks.stats import Figure, at_least, paired, ratios
+from benchmarks.threads import on_own_thread
 from benchmarks.workload import RequestSpec, image_mix, thirteen_tile_size
 
 ID, TITLE = "P2", "Continuous batching: 8 concurrent image requests, Transformers engine"
@@ -83,7 +84,8 @@ class NaiveGenerate:
         from vlserve.families.internvl2_5 import loader
 
         self.loader, self.threads, self.device = loader, threads, device
-        self.model = loader.load_model(model_dir, dtype=torch.bfloat16, device_for=lambda _name: device).eval()
+        self.model = on_own_thread(  # not on the main thread, beside the engine under test (benchmarks/threads.py)
+            lambda: loader.load_model(model_dir, dtype=torch.bfloat16, device_for=lambda _name: device).eval())
         tokenizer = loader.load_tokenizer(model_dir)
         self.tokenizers: queue.Queue = queue.Queue()  # a fast tokenizer must not be shared between threads
         for _ in range(threads):
