@@ -23,7 +23,8 @@ IF_MISSED = (
     "the linears (the bytes the bound counts) stream their weights at 17-24 GB/s through oneDNN's packed GEMV inside "
     "a step against the 31-34 GB/s a sum reaches (many small products, each paying its start-up), and the rest of a "
     "step is ~1,000 small eager ops (norms, rotary, residuals; ~10 ms on 2 cores). This VM's memory speed also "
-    "varies between runs (the same synthetic GEMV loop took 25-32 ms). What would close it: fusing q/k/v and "
+    "varies between runs: two B1-only runs minutes apart measured the read bandwidth at 64 and 34 GB/s and decode at "
+    "22 and 18 tok/s, a ratio of 0.35 and 0.52 with no code change. What would close it: fusing q/k/v and "
     "gate/up into single products and compiling the decode step so the small ops fuse."
 )
 
