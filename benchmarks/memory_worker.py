@@ -12,8 +12,6 @@ become resident only when first read (the first request), so RSS right after loa
 from __future__ import annotations
 
 import asyncio
-import ctypes
-import gc
 import json
 import sys
 from pathlib import Path
@@ -27,11 +25,9 @@ def _status_bytes(field: str) -> int:
 
 
 def _settled_rss() -> int:
-    gc.collect()
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except OSError:  # not glibc: measure as is
-        pass
+    from vlserve.engines.transformers_engine.heap import release_freed_heap
+
+    release_freed_heap()  # where there is no glibc: measured as is
     return _status_bytes("VmRSS")
 
 

@@ -12,21 +12,22 @@ import pytest
 from vlserve.engines.transformers_engine.threads import in_own_thread
 
 
-def _alive(prefix: str) -> list[str]:
-    return [t.name for t in threading.enumerate() if t.name.startswith(prefix)]
+def _alive(name: str) -> list[str]:
+    """Threads called exactly `name` (other tests' threads may share a prefix: the API tests' 'vlserve-test-server')."""
+    return [t.name for t in threading.enumerate() if t.name == name]
 
 
-def _wait_gone(prefix: str, timeout: float = 10.0) -> list[str]:
+def _wait_gone(name: str, timeout: float = 10.0) -> list[str]:
     deadline = time.monotonic() + timeout
-    while _alive(prefix) and time.monotonic() < deadline:
+    while _alive(name) and time.monotonic() < deadline:
         time.sleep(0.02)
-    return _alive(prefix)
+    return _alive(name)
 
 
 async def test_runs_on_a_thread_that_ends():
-    where = await in_own_thread("vlserve-test", lambda: threading.current_thread().name)
-    assert where == "vlserve-test" and where != threading.current_thread().name
-    assert _wait_gone("vlserve-test") == []
+    where = await in_own_thread("vlserve-threads-probe", lambda: threading.current_thread().name)
+    assert where == "vlserve-threads-probe" and where != threading.current_thread().name
+    assert _wait_gone("vlserve-threads-probe") == []
 
 
 _REQUEST_ID: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="unset")
@@ -34,7 +35,7 @@ _REQUEST_ID: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", 
 
 async def test_the_callers_context_variables_go_along():
     _REQUEST_ID.set("req-7")
-    assert await in_own_thread("vlserve-test", _REQUEST_ID.get) == "req-7"
+    assert await in_own_thread("vlserve-threads-probe", _REQUEST_ID.get) == "req-7"
 
 
 async def test_exceptions_reach_the_caller():
@@ -42,7 +43,7 @@ async def test_exceptions_reach_the_caller():
         raise ValueError("bad input")
 
     with pytest.raises(ValueError, match="bad input"):
-        await in_own_thread("vlserve-test", fail)
+        await in_own_thread("vlserve-threads-probe", fail)
 
 
 async def test_engine_leaves_no_helper_thread_after_load_and_a_request(engine_for):

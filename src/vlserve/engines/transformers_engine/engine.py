@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import gc
 import importlib
 import threading
 from collections.abc import AsyncIterator
@@ -13,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from vlserve.engines.base import Delta, GenerateRequest, LoadedModelInfo, completion_budget
+from vlserve.engines.transformers_engine.heap import release_freed_heap
 from vlserve.engines.transformers_engine.options import EngineOptions
 from vlserve.engines.transformers_engine.threads import in_own_thread
 from vlserve.errors import EngineError, InvalidRequest, ModelNotReady, VlserveError
@@ -75,6 +75,7 @@ class TransformersEngine:
         stop_ids = self.family.stop_token_ids(self.model_dir, self.tokenizer)
         detokenizer = copy.deepcopy(self.tokenizer)  # the scheduler thread's own copy, for the same reason
         self.scheduler = Scheduler(parts, _slot_cache(parts, where.dtype, opts), stop_ids, detokenizer)
+        release_freed_heap()  # the load's transients (heap.py); before the scheduler's first step
         self.scheduler.start()
         return LoadedModelInfo(
             max_model_len=opts.max_model_len, device=where.device, dtype=where.dtype_name,
@@ -87,7 +88,7 @@ class TransformersEngine:
         if scheduler is not None:
             await asyncio.to_thread(scheduler.stop)
         self.model = self.tokenizer = self.info = None
-        gc.collect()
+        release_freed_heap()  # the weights, back to the OS (heap.py)
         try:
             import torch
 
