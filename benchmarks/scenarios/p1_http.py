@@ -26,8 +26,10 @@ IF_MISSED = (
     "the HTTP side pays per request for JSON parsing and validation, base64 + PNG decoding of the image (in-process "
     "callers hand over decoded images) and one SSE event per token, parsed by a client on the same 2 cores, while "
     "a second process competes with the engine's threads for them. A twin request lasts a few hundred ms, so those "
-    "fixed costs and this VM's occasional stalls of similar length weigh most there; the full-size rows are the "
-    "steady state. What would close it: a load client on another machine, and several tokens per SSE event when "
+    "fixed costs and this VM's occasional stalls of similar length weigh most there. On the full-size model only "
+    "batch-1 tok/s misses (0.90-0.98x over repeats; 0.96x in the run before): per token, the server writes an SSE "
+    "event and the client parses it on the 2 cores the engine's threads use; at c=8 that cost is small against a "
+    "batched step. What would close it: a load client on another machine, and several tokens per SSE event when "
     "the client reads slower than the engine writes."
 )
 
