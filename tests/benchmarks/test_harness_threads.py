@@ -55,7 +55,8 @@ def test_bounds_and_on_own_thread_leave_no_openmp_team_behind():
 
 
 def test_on_own_thread_returns_and_raises_like_a_call():
-    sys.path.insert(0, str(REPO)) if str(REPO) not in sys.path else None
+    if str(REPO) not in sys.path:  # `benchmarks` is a top-level package of the repository
+        sys.path.insert(0, str(REPO))
     from benchmarks.threads import on_own_thread
 
     assert on_own_thread(lambda a, b: a + b, 2, 3) == 5
