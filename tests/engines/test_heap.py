@@ -44,7 +44,7 @@ import asyncio
 from tests.engines.conftest import resolved_for
 from vlserve.engines import get_factory
 
-def cycle(loaded_at=None):
+def cycle():
     engine = get_factory("Transformers").create(resolved_for("InternVL2_5-1B"), sys.argv[1], {"dtype": "float32"})
     asyncio.run(engine.load())
     loaded = anon()
