@@ -14,12 +14,16 @@ MATMUL_SHAPES = ((2048, 2048, 2048), (1025, 1024, 4096), (4096, 896, 4864))  # s
 
 def _read_bandwidth(gib: float = 1.0, calls: int = 5) -> float:
     """Bytes/s of summing a float32 tensor much larger than the caches (best of `calls`: the machine's ability)."""
+    return max(_read_bandwidth_samples(gib, calls))
+
+
+def _read_bandwidth_samples(gib: float = 1.0, calls: int = 5) -> list[float]:
+    """Bytes/s of each of `calls` sums of a float32 tensor much larger than the caches."""
     import torch
 
     data = torch.ones(int(gib * GIB) // 4, dtype=torch.float32)
     data.sum()
-    best = min(_seconds(lambda: data.sum()) for _ in range(calls))
-    return data.numel() * 4 / best
+    return [data.numel() * 4 / _seconds(lambda: data.sum()) for _ in range(calls)]
 
 
 def _copy_bandwidth(gib: float = 0.5, calls: int = 5) -> float:
@@ -57,6 +61,10 @@ def _seconds(fn) -> float:
 
 def read_bandwidth(gib: float = 1.0, calls: int = 5) -> float:
     return on_own_thread(_read_bandwidth, gib, calls)
+
+
+def read_bandwidth_samples(gib: float = 1.0, calls: int = 5) -> list[float]:
+    return on_own_thread(_read_bandwidth_samples, gib, calls)
 
 
 def copy_bandwidth(gib: float = 0.5, calls: int = 5) -> float:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from vlserve.engines.transformers_engine.attention import _decode_gqa
+from vlserve.engines.transformers_engine.attention import decode_attention
 
 
 def reference(query, key, value, mask):
@@ -29,6 +29,6 @@ def test_decode_attention_equals_reference(dtype, tol, lengths):
     value = torch.randn(batch, kv_heads, view + 9, dim, dtype=dtype)[:, :, :view]
     mask = (torch.arange(view)[None, :] < torch.tensor(lengths)[:, None])[:, None, None, :]
     with torch.inference_mode():
-        got = _decode_gqa(query, key, value, mask, None)
+        got = decode_attention(query, key, value, mask, None)
     assert got.shape == (batch, 1, heads, dim) and got.dtype == dtype
     torch.testing.assert_close(got.double(), reference(query, key, value, mask), rtol=tol, atol=tol)

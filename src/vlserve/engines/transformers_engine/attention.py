@@ -31,10 +31,10 @@ def _attention(module, query, key, value, attention_mask, dropout=0.0, scaling=N
     if query.shape[2] != 1 or attention_mask is None or attention_mask.dim() != 4:
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
                                       is_causal=is_causal, **kwargs)  # fmt: skip
-    return _decode_gqa(query, key, value, attention_mask, scaling), None
+    return decode_attention(query, key, value, attention_mask, scaling), None
 
 
-def _decode_gqa(query, key, value, mask, scaling):
+def decode_attention(query, key, value, mask, scaling):
     """query [B, H, 1, D], key/value [B, Hkv, L, D], bool mask [B, 1, 1, L] -> output [B, 1, H, D]."""
     import torch
 

@@ -47,7 +47,7 @@ class TransformersEngine:
     def _load_sync(self) -> LoadedModelInfo:
         import torch
 
-        from vlserve.engines.transformers_engine import int4, onednn
+        from vlserve.engines.transformers_engine import fused, int4, onednn
         from vlserve.engines.transformers_engine import placement as pl
         from vlserve.engines.transformers_engine.attention import register
         from vlserve.engines.transformers_engine.scheduler import Scheduler
@@ -68,6 +68,7 @@ class TransformersEngine:
         if self.resolved.quantization in BNB_QUANTIZATIONS:
             pl.quantize_bnb(model.model.language_model.layers, self.resolved.quantization, where.dtype)
         if where.device == "cpu" and onednn.available(where.dtype):
+            fused.fuse_siblings(model)  # q/k/v and gate/up as one product each (fused.py)
             onednn.pack_linears(model)  # the 16-bit linears left (bitsandbytes' and int4 layers are not nn.Linear)
         parts = _model_parts(model)
         model.config.get_text_config()._attn_implementation = register()
@@ -159,12 +160,14 @@ def _emitter(loop: asyncio.AbstractEventLoop, queue: asyncio.Queue):
 
 
 def _model_parts(model):
+    from vlserve.engines.transformers_engine.decode import fast_decode_step
     from vlserve.engines.transformers_engine.scheduler import ModelParts
 
     language_model = model.model.language_model
     embed = model.get_input_embeddings()
     text = model.config.get_text_config()
-    return ModelParts(model, embed, language_model, model.lm_head, embed.weight.device, text.vocab_size)
+    return ModelParts(model, embed, language_model, model.lm_head, embed.weight.device, text.vocab_size,
+                      fast_decode_step(language_model))  # fmt: skip
 
 
 def _slot_cache(parts, dtype, options: EngineOptions):

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from vlserve.engines.base import Delta, FinishReason, SamplingParams
+from vlserve.engines.transformers_engine.decode import DecodeStep
 from vlserve.engines.transformers_engine.detok import IncrementalDetokenizer
 from vlserve.engines.transformers_engine.kv_cache import SlotKVCache
 from vlserve.engines.transformers_engine.sampler import SequenceSampler, choose_batch
@@ -68,6 +69,7 @@ class ModelParts:
     lm_head: Any
     input_device: torch.device
     vocab_size: int
+    fast_decode: DecodeStep | None = None  # decode.py; None: the language model's own forward
 
 
 class Scheduler:
@@ -206,10 +208,13 @@ class Scheduler:
         p = self.parts
         positions, mask = self.cache.begin_step(p.input_device)
         ids = torch.tensor([[s.next_token] for s in self.batch], dtype=torch.long, device=p.input_device)
-        hidden = p.language_model(
-            inputs_embeds=p.embed(ids), attention_mask=mask, position_ids=positions,
-            past_key_values=self.cache, use_cache=True,
-        ).last_hidden_state  # fmt: skip
+        if p.fast_decode is not None:
+            hidden = p.fast_decode(p.embed(ids), positions, mask, self.cache)
+        else:
+            hidden = p.language_model(
+                inputs_embeds=p.embed(ids), attention_mask=mask, position_ids=positions,
+                past_key_values=self.cache, use_cache=True,
+            ).last_hidden_state  # fmt: skip
         self.cache.end_step()
         logits = p.lm_head(hidden[:, -1]).float()
         tokens = self._choose(logits)
