@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from vlserve.engines.transformers_engine import fused, onednn
 from vlserve.engines.transformers_engine.decode import fast_decode_step
+from vlserve.engines.transformers_engine.engine import prepare_cpu_linears
 from vlserve.engines.transformers_engine.kv_cache import SlotKVCache
 
 
@@ -16,9 +16,7 @@ def _load(twin_dir, architecture, dtype):
     from vlserve.families.internvl2_5 import loader
 
     model = loader.load_model(twin_dir(architecture), dtype=dtype)
-    if dtype == torch.bfloat16 and onednn.available(dtype):  # as the engine prepares a bf16 CPU model
-        fused.fuse_siblings(model)
-        onednn.pack_linears(model)
+    prepare_cpu_linears(model, dtype)  # fused + packed in bf16, as the engine prepares a CPU model
     from vlserve.engines.transformers_engine.attention import register
 
     model.config.get_text_config()._attn_implementation = register()

@@ -9,7 +9,7 @@ side by side. What is left is the products and the small tensor ops themselves.
 
 Covered: `Qwen2Model` and `LlamaModel` (InternLM2 is translated to Llama) with full attention in every layer, all
 weights on the CPU and no accelerate hooks (a model split over devices needs the hooks' transfers). Anything else
-returns None and the scheduler keeps calling the model's forward.
+gets a step through the model's own forward (`decode_step`).
 """
 
 from __future__ import annotations
@@ -25,6 +25,21 @@ if TYPE_CHECKING:
 
 SUPPORTED = frozenset({"Qwen2Model", "LlamaModel"})
 DecodeStep = Callable[["torch.Tensor", "torch.Tensor", "torch.Tensor", Any], "torch.Tensor"]
+
+
+def decode_step(language_model: Any) -> DecodeStep:
+    """The wrapper-free step where the model is covered, else one through the language model's own forward."""
+    fast = fast_decode_step(language_model)
+    if fast is not None:
+        return fast
+
+    def step(inputs_embeds, position_ids, mask, cache):
+        return language_model(
+            inputs_embeds=inputs_embeds, attention_mask=mask, position_ids=position_ids, past_key_values=cache,
+            use_cache=True,
+        ).last_hidden_state  # fmt: skip
+
+    return step
 
 
 def fast_decode_step(language_model: Any) -> DecodeStep | None:
@@ -52,8 +67,7 @@ def _covered(language_model: Any) -> bool:
     config = language_model.config
     if any(kind != "full_attention" for kind in getattr(config, "layer_types", None) or ()):
         return False
-    modules = list(language_model.modules())
-    if any(hasattr(module, "_hf_hook") for module in modules):
+    if any(hasattr(module, "_hf_hook") for module in language_model.modules()):
         return False
     return all(p.device.type == "cpu" for p in language_model.parameters())
 

@@ -47,7 +47,7 @@ class TransformersEngine:
     def _load_sync(self) -> LoadedModelInfo:
         import torch
 
-        from vlserve.engines.transformers_engine import fused, int4, onednn
+        from vlserve.engines.transformers_engine import int4
         from vlserve.engines.transformers_engine import placement as pl
         from vlserve.engines.transformers_engine.attention import register
         from vlserve.engines.transformers_engine.scheduler import Scheduler
@@ -67,9 +67,8 @@ class TransformersEngine:
         model = pl.dispatch(model, device_map)
         if self.resolved.quantization in BNB_QUANTIZATIONS:
             pl.quantize_bnb(model.model.language_model.layers, self.resolved.quantization, where.dtype)
-        if where.device == "cpu" and onednn.available(where.dtype):
-            fused.fuse_siblings(model)  # q/k/v and gate/up as one product each (fused.py)
-            onednn.pack_linears(model)  # the 16-bit linears left (bitsandbytes' and int4 layers are not nn.Linear)
+        if where.device == "cpu":
+            prepare_cpu_linears(model, where.dtype)
         parts = _model_parts(model)
         model.config.get_text_config()._attn_implementation = register()
         self.model, self.tokenizer = model, self.family.load_tokenizer(self.model_dir)
@@ -159,15 +158,25 @@ def _emitter(loop: asyncio.AbstractEventLoop, queue: asyncio.Queue):
     return emit
 
 
+def prepare_cpu_linears(model, dtype) -> None:
+    """Where oneDNN packs this dtype: q/k/v and gate/up fused into one product each (fused.py), then the 16-bit
+    linears left packed (onednn.py; bitsandbytes' and int4 layers are not nn.Linear)."""
+    from vlserve.engines.transformers_engine import fused, onednn
+
+    if onednn.available(dtype):
+        fused.fuse_siblings(model)
+        onednn.pack_linears(model)
+
+
 def _model_parts(model):
-    from vlserve.engines.transformers_engine.decode import fast_decode_step
+    from vlserve.engines.transformers_engine.decode import decode_step
     from vlserve.engines.transformers_engine.scheduler import ModelParts
 
     language_model = model.model.language_model
     embed = model.get_input_embeddings()
     text = model.config.get_text_config()
     return ModelParts(model, embed, language_model, model.lm_head, embed.weight.device, text.vocab_size,
-                      fast_decode_step(language_model))  # fmt: skip
+                      decode_step(language_model))  # fmt: skip
 
 
 def _slot_cache(parts, dtype, options: EngineOptions):

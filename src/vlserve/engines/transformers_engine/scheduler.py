@@ -69,7 +69,7 @@ class ModelParts:
     lm_head: Any
     input_device: torch.device
     vocab_size: int
-    fast_decode: DecodeStep | None = None  # decode.py; None: the language model's own forward
+    decode: DecodeStep  # one token per sequence through the language model (decode.py)
 
 
 class Scheduler:
@@ -208,13 +208,7 @@ class Scheduler:
         p = self.parts
         positions, mask = self.cache.begin_step(p.input_device)
         ids = torch.tensor([[s.next_token] for s in self.batch], dtype=torch.long, device=p.input_device)
-        if p.fast_decode is not None:
-            hidden = p.fast_decode(p.embed(ids), positions, mask, self.cache)
-        else:
-            hidden = p.language_model(
-                inputs_embeds=p.embed(ids), attention_mask=mask, position_ids=positions,
-                past_key_values=self.cache, use_cache=True,
-            ).last_hidden_state  # fmt: skip
+        hidden = p.decode(p.embed(ids), positions, mask, self.cache)
         self.cache.end_step()
         logits = p.lm_head(hidden[:, -1]).float()
         tokens = self._choose(logits)
