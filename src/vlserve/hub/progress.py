@@ -2,7 +2,9 @@
 
 Both hub clients write partial files inside the target folder (Hugging Face under `.cache/huggingface/download/`,
 ModelScope as `<file>.incomplete`), so bytes on disk over the listed total is a hub-neutral measure. It is coarse
-(polled, and it counts a resumed partial file from the start), which is all a status line needs.
+(polled, and it counts a resumed partial file from the start), which is all a status line needs. A poll can also
+miss a file the client is moving from its partial name to its final one, so the reported fraction only ever rises:
+a smaller reading than the last one reported is not passed on.
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ class DiskProgress:
 
     def _report(self) -> None:
         value = round(self.fraction(), 4)
-        if value != self._last:
+        if self._last is None or value > self._last:
             self._last = value
             self._on_progress(value)
 
