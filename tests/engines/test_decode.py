@@ -1,14 +1,15 @@
 """The decode fast path (decode.py): from the same slot-cache state it gives bit-for-bit the logits and cache writes
 of the language model's own forward, for Qwen2 (1B) and Llama (2B, translated InternLM2) decoders, one sequence or a
-batch of different lengths, plain float32 or fused + oneDNN-packed bfloat16; models it does not cover get None."""
+batch of different lengths, plain float32 or fused + reordered bfloat16 (ZenDNN or oneDNN); models it does not
+cover get None."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
+from vlserve.engines.transformers_engine import cpu_linears
 from vlserve.engines.transformers_engine.decode import fast_decode_step
-from vlserve.engines.transformers_engine.engine import prepare_cpu_linears
 from vlserve.engines.transformers_engine.kv_cache import SlotKVCache
 
 
@@ -16,7 +17,7 @@ def _load(twin_dir, architecture, dtype):
     from vlserve.families.internvl2_5 import loader
 
     model = loader.load_model(twin_dir(architecture), dtype=dtype)
-    prepare_cpu_linears(model, dtype)  # fused + packed in bf16, as the engine prepares a CPU model
+    cpu_linears.prepare(model, cpu_linears.pick(dtype))  # fused + reordered in bf16, as the engine does on a CPU
     from vlserve.engines.transformers_engine.attention import register
 
     model.config.get_text_config()._attn_implementation = register()

@@ -283,9 +283,12 @@ async def test_bitsandbytes_quantization_loads_and_answers(engine_for, quantizat
     layer = engine.model.model.language_model.layers[0]
     expected = bnb.nn.Linear8bitLt if quantization == "8-bit" else bnb.nn.Linear4bit
     assert isinstance(layer.self_attn.q_proj, expected) and isinstance(layer.mlp.down_proj, expected)
+    from vlserve.engines.transformers_engine import cpu_linears
     from vlserve.engines.transformers_engine.onednn import PackedLinear
+    from vlserve.engines.transformers_engine.zendnn import ZenLinear
 
-    assert type(engine.model.lm_head) in (torch.nn.Linear, PackedLinear)  # head and vision stay 16-bit
+    assert type(engine.model.lm_head) in (torch.nn.Linear, PackedLinear, ZenLinear)  # head and vision stay 16-bit
+    assert engine.info.extra["cpu_gemm"] == cpu_linears.pick(torch.bfloat16)
     deltas = await answer(engine, ask("Hi", image(13)), SamplingParams(max_tokens=4, ignore_eos=True))
     assert deltas[-1].finish_reason == "length" and deltas[-1].completion_tokens == 4
 
@@ -307,6 +310,8 @@ def test_unknown_option_names_the_valid_ones(twin_dir, resolve_spec):
         get_factory("Transformers").create(resolve_spec("InternVL2_5-1B"), twin_dir("InternVL2_5-1B"), {"bogus": 1})
     with pytest.raises(InvalidRequest, match="dtype"):
         get_factory("Transformers").create(resolve_spec("InternVL2_5-1B"), twin_dir("InternVL2_5-1B"), {"dtype": "int3"})
+    with pytest.raises(InvalidRequest, match="use one of auto, zendnn, onednn, torch"):
+        get_factory("Transformers").create(resolve_spec("InternVL2_5-1B"), twin_dir("InternVL2_5-1B"), {"cpu_gemm": "mkl"})
 
 
 async def test_prompt_longer_than_max_model_len_is_rejected(engine_for):

@@ -47,7 +47,7 @@ class TransformersEngine:
     def _load_sync(self) -> LoadedModelInfo:
         import torch
 
-        from vlserve.engines.transformers_engine import int4
+        from vlserve.engines.transformers_engine import cpu_linears, int4
         from vlserve.engines.transformers_engine import placement as pl
         from vlserve.engines.transformers_engine.attention import register
         from vlserve.engines.transformers_engine.scheduler import Scheduler
@@ -56,6 +56,7 @@ class TransformersEngine:
         if opts.num_threads:
             torch.set_num_threads(opts.num_threads)
         where = pl.resolve_placement(opts)
+        cpu_gemm = cpu_linears.pick(where.dtype, opts.cpu_gemm) if where.device == "cpu" else None
         device_map = None
         if where.n_gpu > 1:  # plan the layer split on a meta-device copy first
             device_map = pl.split_device_map(self.family.empty_model(self.model_dir, where.dtype), where)
@@ -67,8 +68,8 @@ class TransformersEngine:
         model = pl.dispatch(model, device_map)
         if self.resolved.quantization in BNB_QUANTIZATIONS:
             pl.quantize_bnb(model.model.language_model.layers, self.resolved.quantization, where.dtype)
-        if where.device == "cpu":
-            prepare_cpu_linears(model, where.dtype)
+        if cpu_gemm is not None:
+            cpu_linears.prepare(model, cpu_gemm)
         parts = _model_parts(model)
         model.config.get_text_config()._attn_implementation = register()
         self.model, self.tokenizer = model, self.family.load_tokenizer(self.model_dir)
@@ -80,7 +81,7 @@ class TransformersEngine:
         return LoadedModelInfo(
             max_model_len=opts.max_model_len, device=where.device, dtype=where.dtype_name,
             extra={"quantization": self.resolved.quantization, "max_batch_size": opts.max_batch_size,
-                   "n_gpu": where.n_gpu, "device_map": bool(device_map)},
+                   "n_gpu": where.n_gpu, "device_map": bool(device_map), "cpu_gemm": cpu_gemm},
         )  # fmt: skip
 
     async def unload(self) -> None:
@@ -156,16 +157,6 @@ def _emitter(loop: asyncio.AbstractEventLoop, queue: asyncio.Queue):
             pass
 
     return emit
-
-
-def prepare_cpu_linears(model, dtype) -> None:
-    """Where oneDNN packs this dtype: q/k/v and gate/up fused into one product each (fused.py), then the 16-bit
-    linears left packed (onednn.py; bitsandbytes' and int4 layers are not nn.Linear)."""
-    from vlserve.engines.transformers_engine import fused, onednn
-
-    if onednn.available(dtype):
-        fused.fuse_siblings(model)
-        onednn.pack_linears(model)
 
 
 def _model_parts(model):

@@ -4,7 +4,8 @@
 Measured on the 2-core AVX512-BF16 machine with the 1B architecture's decoder + head shapes: one decode step's
 linears take 41-47 ms packed against 57-71 ms through `F.linear` (which re-lays the weight out per call for small
 batches), i.e. 21-24 GB/s of weight reads instead of 14-17; prefill-sized products gain 5-10%. Results are those of
-the same bf16 product (the tests compare them). Model-family neutral: every plain `nn.Linear` qualifies.
+the same bf16 product (the tests compare them), and a row's result does not depend on how many rows are multiplied
+with it. Model-family neutral: every plain `nn.Linear` qualifies. Chosen where ZenDNN is not (cpu_linears.py).
 """
 
 from __future__ import annotations
@@ -45,14 +46,3 @@ def available(dtype: torch.dtype) -> bool:
         log.info("oneDNN packed linears unavailable (%s); using F.linear", exc)
         return False
 
-
-def pack_linears(model: torch.nn.Module) -> int:
-    """Replace every plain CPU `nn.Linear` under `model` (not quantized subclasses) by a PackedLinear; returns how
-    many were packed."""
-    targets = [
-        (name, module) for name, module in model.named_modules()
-        if type(module) is torch.nn.Linear and module.weight.device.type == "cpu"
-    ]  # fmt: skip
-    for name, module in targets:
-        model.set_submodule(name, PackedLinear(module))
-    return len(targets)

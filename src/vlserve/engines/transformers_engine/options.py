@@ -8,6 +8,7 @@ from typing import Any
 from vlserve.errors import InvalidRequest
 
 DTYPES = ("bfloat16", "float16", "float32")
+CPU_GEMMS = ("auto", "zendnn", "onednn", "torch")  # see cpu_linears.py
 _DTYPE_ALIASES = {"bf16": "bfloat16", "fp16": "float16", "half": "float16", "fp32": "float32", "float": "float32"}
 
 
@@ -19,6 +20,7 @@ class EngineOptions:
     max_batch_size: int = 8  # sequences decoded together (one forward per step)
     max_model_len: int = 16384  # prompt + output tokens per sequence
     num_threads: int | None = None  # torch intra-op threads on CPU; None: torch's default
+    cpu_gemm: str = "auto"  # library for 16-bit linears on CPU (cpu_linears.py): auto, zendnn, onednn, torch
 
     @classmethod
     def parse(cls, options: dict[str, Any] | None) -> EngineOptions:
@@ -37,6 +39,7 @@ class EngineOptions:
             max_batch_size=_int(options, "max_batch_size", 8, minimum=1),
             max_model_len=_int(options, "max_model_len", 16384, minimum=16),
             num_threads=_int(options, "num_threads", None, minimum=1),
+            cpu_gemm=_cpu_gemm(options.get("cpu_gemm")),
         )
         return parsed
 
@@ -47,6 +50,15 @@ def _dtype(value: Any) -> str | None:
     name = _DTYPE_ALIASES.get(str(value).lower(), str(value).lower())
     if name not in DTYPES:
         raise InvalidRequest(f"dtype {value!r} is not supported; use one of {', '.join(DTYPES)}", param="dtype")
+    return name
+
+
+def _cpu_gemm(value: Any) -> str:
+    if value in (None, ""):
+        return "auto"
+    name = str(value).lower()
+    if name not in CPU_GEMMS:
+        raise InvalidRequest(f"cpu_gemm {value!r} is not valid; use one of {', '.join(CPU_GEMMS)}", param="cpu_gemm")
     return name
 
 

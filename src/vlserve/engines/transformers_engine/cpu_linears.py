@@ -1,0 +1,48 @@
+"""Which library multiplies a CPU model's 16-bit linear layers, chosen once at load (launch option `cpu_gemm`).
+
+`auto` takes the first that works here: ZenDNN on AMD CPUs (zendnn.py), else oneDNN (onednn.py), else torch's
+own `F.linear`. Either library gets q/k/v and gate/up fused into one product each first (fused.py) and its weights
+reordered once. Only plain `nn.Linear` layers are replaced: bitsandbytes' and int4 layers keep their kernels.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from vlserve.engines.transformers_engine import fused, onednn, zendnn
+from vlserve.errors import InvalidRequest
+
+_LIBRARIES = {"zendnn": (zendnn.available, zendnn.ZenLinear), "onednn": (onednn.available, onednn.PackedLinear)}
+_NEEDS = {"zendnn": "an AMD CPU, the zentorch package built for this torch, and bfloat16",
+          "onednn": "torch built with oneDNN and bfloat16"}  # fmt: skip
+
+
+def prepare(model: torch.nn.Module, library: str) -> None:
+    """Fuse and reorder `model`'s CPU linears for `library` (from `pick`; "torch" leaves them as they are)."""
+    if library != "torch":
+        fused.fuse_siblings(model)
+        replace_linears(model, _LIBRARIES[library][1])
+
+
+def pick(dtype: torch.dtype, choice: str = "auto") -> str:
+    """The library for a model of `dtype` given the launch option `cpu_gemm` (a named one must be usable here)."""
+    if choice == "auto":
+        return next((name for name, (usable, _) in _LIBRARIES.items() if usable(dtype)), "torch")
+    if choice != "torch" and not _LIBRARIES[choice][0](dtype):
+        raise InvalidRequest(f"cpu_gemm {choice} is not usable here (it needs {_NEEDS[choice]}); "
+                             f"use cpu_gemm auto or torch", param="cpu_gemm")  # fmt: skip
+    return choice
+
+
+def replace_linears(model: torch.nn.Module, make: Callable[[torch.nn.Linear], torch.nn.Module]) -> int:
+    """Replace every plain CPU `nn.Linear` under `model` (not quantized subclasses) by `make(linear)`; returns how
+    many were replaced."""
+    targets = [
+        (name, module) for name, module in model.named_modules()
+        if type(module) is torch.nn.Linear and module.weight.device.type == "cpu"
+    ]  # fmt: skip
+    for name, module in targets:
+        model.set_submodule(name, make(module))
+    return len(targets)
