@@ -5,9 +5,9 @@ lm_head, one row) side by side: 32 ms per step against 40 ms on oneDNN's packed 
 of weight reads instead of ~25; 8-row steps ~15% faster; prefill-sized products equal or a few % faster. vLLM's CPU
 backend takes the same library on Zen CPUs.
 
-The reordered weight takes the plain weight's size (checked at load by the tests: no second copy). Only weights
-handed over already reordered (`is_weight_prepacked`) are used: given a plain weight, zentorch keeps a reordered
-copy in a cache of its own, which would double the weights' memory.
+Only weights handed over already reordered (`is_weight_prepacked`) are used: given a plain weight, zentorch keeps
+a reordered copy in a cache of its own, which would double the weights' memory. The reordered weight is the plain
+weight's size, and a test checks that multiplying adds no resident copy.
 
 Batch invariance: ZenDNN multiplies a single row with another kernel than two or more rows, whose results differ in
 the last bit; every batch size from two rows up gives each row the same result. A one-row input is therefore run as
