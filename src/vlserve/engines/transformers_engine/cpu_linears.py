@@ -8,30 +8,40 @@ reordered once. Only plain `nn.Linear` layers are replaced: bitsandbytes' and in
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 
 from vlserve.engines.transformers_engine import fused, onednn, zendnn
 from vlserve.errors import InvalidRequest
 
-_LIBRARIES = {"zendnn": (zendnn.available, zendnn.ZenLinear), "onednn": (onednn.available, onednn.PackedLinear)}
-_NEEDS = {"zendnn": "an AMD CPU, the zentorch package built for this torch, and bfloat16",
-          "onednn": "torch built with oneDNN and bfloat16"}  # fmt: skip
+
+class _Library(NamedTuple):
+    usable: Callable[[torch.dtype], bool]
+    layer: Callable[[torch.nn.Linear], torch.nn.Module]
+    needs: str  # what `usable` checks, for the error naming it
+
+
+_LIBRARIES = {  # in `auto`'s order of preference
+    "zendnn": _Library(zendnn.available, zendnn.ZenLinear,
+                       "an AMD CPU, the zentorch package built for this torch, and bfloat16"),
+    "onednn": _Library(onednn.available, onednn.PackedLinear, "torch built with oneDNN and bfloat16"),
+}  # fmt: skip
 
 
 def prepare(model: torch.nn.Module, library: str) -> None:
     """Fuse and reorder `model`'s CPU linears for `library` (from `pick`; "torch" leaves them as they are)."""
     if library != "torch":
         fused.fuse_siblings(model)
-        replace_linears(model, _LIBRARIES[library][1])
+        replace_linears(model, _LIBRARIES[library].layer)
 
 
 def pick(dtype: torch.dtype, choice: str = "auto") -> str:
     """The library for a model of `dtype` given the launch option `cpu_gemm` (a named one must be usable here)."""
     if choice == "auto":
-        return next((name for name, (usable, _) in _LIBRARIES.items() if usable(dtype)), "torch")
-    if choice != "torch" and not _LIBRARIES[choice][0](dtype):
-        raise InvalidRequest(f"cpu_gemm {choice} is not usable here (it needs {_NEEDS[choice]}); "
+        return next((name for name, library in _LIBRARIES.items() if library.usable(dtype)), "torch")
+    if choice != "torch" and not _LIBRARIES[choice].usable(dtype):
+        raise InvalidRequest(f"cpu_gemm {choice} is not usable here (it needs {_LIBRARIES[choice].needs}); "
                              f"use cpu_gemm auto or torch", param="cpu_gemm")  # fmt: skip
     return choice
 

@@ -26,7 +26,6 @@ import logging
 import torch
 
 log = logging.getLogger(__name__)
-NAME = "zendnn"
 
 
 class ZenLinear(torch.nn.Module):
