@@ -114,7 +114,8 @@ def serve(
     placement_timeout: Annotated[float, typer.Option(help=_server_help("placement_timeout_s"))] = 60.0,
 ) -> None:
     """Start the server: HTTP API, the table of running models, and the models themselves. Every limit not
-    offered as a flag here has a safe default (see README, Security)."""
+    offered as a flag here has a safe default (see README, Security). No process it starts for a model outlives it,
+    however it ends; at start it cleans what a server that died left (README, Operations)."""
     from vlserve.api.app import run_server
 
     keys = [*(api_key or []), *(_read_keys(api_keys_file) if api_keys_file else [])]

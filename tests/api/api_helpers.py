@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import base64
 import io
+import os
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 import uvicorn
@@ -55,6 +60,44 @@ def start_server(app: FastAPI, *, lifespan: bool = True) -> LiveServer:
             raise RuntimeError("the test server did not start")
         time.sleep(0.02)
     return LiveServer(f"http://127.0.0.1:{sock.getsockname()[1]}", app, server, thread)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until_up(url: str, proc: subprocess.Popen, timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            httpx.get(f"{url}/health")
+            return
+        except httpx.ConnectError:
+            assert proc.poll() is None and time.monotonic() < deadline, "the server did not start"
+            time.sleep(0.1)
+
+
+class ServerProcess:
+    """A real `vlserve serve` in its own process on a free loopback port, with its own VLSERVE_HOME."""
+
+    def __init__(self, home: Path, *args: str, timeout_s: float = 90) -> None:
+        port = free_port()
+        self.url = f"http://127.0.0.1:{port}"
+        command = [sys.executable, "-m", "vlserve.cli", "serve", "--port", str(port), *args]
+        env = {**os.environ, "VLSERVE_HOME": str(home)}
+        self.proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        wait_until_up(self.url, self.proc, timeout_s)
+
+    def send_signal(self, sig: signal.Signals) -> None:
+        self.proc.send_signal(sig)
+
+    def close(self) -> str:
+        """Stop it if it still runs; its log."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+        return self.proc.communicate(timeout=60)[1]
 
 
 def png_data_uri(size: tuple[int, int] = (96, 64), color=(200, 30, 30)) -> str:

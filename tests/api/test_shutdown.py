@@ -6,30 +6,12 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 
 import httpx
-from api_helpers import SEED_LAUNCH
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_until_up(url: str, proc: subprocess.Popen) -> None:
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            httpx.get(f"{url}/health")
-            return
-        except httpx.ConnectError:
-            assert proc.poll() is None and time.monotonic() < deadline, "the server did not start"
-            time.sleep(0.1)
+from api_helpers import SEED_LAUNCH, free_port, wait_until_up
 
 
 def test_sigterm_lets_the_request_in_flight_finish_then_exits_0(tmp_path, twin_1b):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import signal
 import threading
 from collections.abc import AsyncIterator
@@ -12,7 +13,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
-from vlserve import __version__
+from vlserve import __version__, reaper
 from vlserve.api.auth import ApiKeyMiddleware
 from vlserve.api.config import ServerConfig
 from vlserve.api.deps import Services
@@ -99,11 +100,22 @@ def run_server(config: ServerConfig | None = None, **fields: Any) -> None:
     """Serve until interrupted. `fields` are ServerConfig fields (host, port, log_level, ...), overriding `config`."""
     config = ServerConfig.model_validate({**(config or ServerConfig()).model_dump(), **fields})
     configure_logging(config.log_level, config.log_format)
+    _own_children(config.log_format)
     import uvicorn
 
-    _exit_quietly_on(signal.SIGTERM, signal.SIGINT)
-    uvicorn.run(create_app(config), host=config.host, port=config.port, log_level=config.log_level,
+    app = create_app(config)
+    _exit_quietly_on(signal.SIGTERM, signal.SIGINT)  # after create_app: ray.init installs a SIGTERM handler
+    uvicorn.run(app, host=config.host, port=config.port, log_level=config.log_level,
                 log_config=None, access_log=False, timeout_graceful_shutdown=config.shutdown_grace_s)  # fmt: skip
+
+
+def _own_children(log_format: str) -> None:
+    """Clean what a vlserve process that died left behind, then make sure nothing this server starts for a model
+    (vLLM's processes, a private Ray cluster) outlives it, however it ends (see vlserve.reaper)."""
+    leftovers = reaper.sweep()
+    if leftovers:
+        logging.getLogger("vlserve.reaper").warning(leftovers.describe())
+    reaper.guard_this_process(log_format)
 
 
 def _exit_quietly_on(*signals: signal.Signals) -> None:

@@ -212,7 +212,7 @@ def _with_replicas(slot: _Slot) -> ModelRecord:
     if slot.replicas is None:
         return slot.record
     replicas = slot.replicas
-    infos = tuple(ReplicaInfo(i, "ready", LOCAL_NODE, "127.0.0.1", in_flight=n, served=served)
+    infos = tuple(ReplicaInfo(i, "ready", LOCAL_NODE, "127.0.0.1", in_flight=n, served=served, pid=os.getpid())
                   for i, (n, served) in enumerate(zip(replicas.in_flight, replicas.served)))  # fmt: skip
     return replace(slot.record, replicas=infos)
 

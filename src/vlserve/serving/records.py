@@ -60,6 +60,7 @@ class ReplicaInfo:
     served: int = 0  # requests finished on it
     restarts: int = 0
     error: str | None = None  # why it restarted or died
+    pid: int | None = None  # the process that holds it (the server's own for the embedded host)
 
 
 @dataclass(frozen=True)

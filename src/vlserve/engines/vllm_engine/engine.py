@@ -12,13 +12,13 @@ import asyncio
 import importlib
 import logging
 import shutil
-import tempfile
 import time
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from vlserve import reaper
 from vlserve.engines.base import Delta, GenerateRequest, LoadedModelInfo
 from vlserve.engines.vllm_engine.options import LaunchOptions
 from vlserve.engines.vllm_engine.requests import DeltaMaker, check_request, vllm_sampling
@@ -41,6 +41,7 @@ class VllmEngine:
         self.stop_ids: tuple[int, ...] = ()
         self.info: LoadedModelInfo | None = None
         self._workdir: Path | None = None
+        self._processes: reaper.Scope | None = None  # vLLM's engine core and workers, ended together at unload
         self._prep = ThreadPoolExecutor(max_workers=2, thread_name_prefix="vlserve-vllm-prep")
 
     # ------------------------------------------------------------ lifecycle
@@ -57,14 +58,16 @@ class VllmEngine:
         from vllm.v1.engine.async_llm import AsyncLLM
 
         started = time.monotonic()
-        self._workdir = Path(tempfile.mkdtemp(prefix="vlserve-vllm-"))
+        self._workdir = Path(reaper.tempdir("vllm"))
         model_view = self.family.model_view(self.model_dir, self._workdir / "model")
         self.tokenizer = self.family.load_tokenizer(self.model_dir)
         self.stop_ids = self.family.stop_token_ids(self.model_dir, self.tokenizer)
         args = self._engine_args(model_view)
         self.family.register_vllm_model()
+        self._processes = reaper.Scope()
         try:
-            self.llm = self._start(AsyncLLM, args)
+            with self._processes.tagging():
+                self.llm = self._start(AsyncLLM, args)
         except Exception as exc:
             self._cleanup()
             raise EngineError(f"vLLM could not start {self.resolved.describe()}: {exc}") from exc
@@ -117,9 +120,17 @@ class VllmEngine:
             if handler is not None:  # stop reading outputs first, or it reports the engine's exit as a failure
                 handler.cancel()
             await asyncio.to_thread(llm.shutdown)
-        self._cleanup()
+        await asyncio.to_thread(self._cleanup)
 
     def _cleanup(self) -> None:
+        """Blocking. What vLLM's shutdown left of its processes is ended (SIGTERM, then SIGKILL), then the model
+        view is removed."""
+        processes, self._processes = self._processes, None
+        if processes is not None:
+            left = processes.end()
+            if left:
+                log.warning("ended %d vLLM process(es) left after its shutdown: %s", len(left),
+                            ", ".join(str(p.pid) for p in left))
         if self._workdir is not None:
             shutil.rmtree(self._workdir, ignore_errors=True)
             self._workdir = None

@@ -16,6 +16,7 @@ from typing import Any
 import anyio
 import ray
 
+from vlserve import reaper
 from vlserve.engines import get_factory
 from vlserve.engines.base import Delta, Engine, GenerateRequest, LoadedModelInfo
 from vlserve.errors import ModelNotReady
@@ -28,6 +29,7 @@ from vlserve.serving.records import LaunchRequest
 
 class ReplicaActor:
     def __init__(self, launch: LaunchRequest, fetch: FetchModel, policy: Coalesce) -> None:
+        reaper.guard_this_process()  # killed by `terminate` or by Ray: what its engine started ends with it
         self._launch, self._fetch, self._policy = launch, fetch, policy
         self._engine: Engine | None = None
         self._loading: asyncio.Task | None = None

@@ -1,7 +1,8 @@
 """The process environment Ray reads when it is imported: set here, before `import ray`, so that
 
 - usage stats are never sent (`RAY_USAGE_STATS_ENABLED=0`);
-- Ray's sockets, logs and session files go to a temporary folder of this run (`RAY_TMPDIR`), not a shared /tmp/ray;
+- Ray's sockets, logs and session files go to a temporary folder of this run (`RAY_TMPDIR`), not a shared /tmp/ray
+  (marked as this process's: removed with what it left if it dies, see vlserve.reaper);
 - a cluster this process starts gets a fresh auth token from the environment (`RAY_AUTH_TOKEN`), so Ray does not
   write one under ~/.ray;
 - a cluster this process starts listens on loopback only (`RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`; measured: without
@@ -17,8 +18,8 @@ import os
 import secrets
 import shutil
 import sys
-import tempfile
 
+from vlserve import reaper
 _DEFAULTS = {"RAY_USAGE_STATS_ENABLED": "0"}
 
 
@@ -32,7 +33,7 @@ def prepare(*, local: bool) -> None:
     for key, value in _DEFAULTS.items():
         os.environ.setdefault(key, value)
     if "RAY_TMPDIR" not in os.environ:
-        os.environ["RAY_TMPDIR"] = _created.tmpdir = tempfile.mkdtemp(prefix="vlserve-ray-")
+        os.environ["RAY_TMPDIR"] = _created.tmpdir = reaper.tempdir("ray")
     if local:
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
         os.environ.setdefault("RAY_AUTH_TOKEN", secrets.token_hex(32))

@@ -31,7 +31,7 @@ class Replica:
 
     def info(self) -> ReplicaInfo:
         return ReplicaInfo(self.index, self.state, self.node_id, self.node_ip, self.in_flight, self.served,
-                           self.restarts, self.error)  # fmt: skip
+                           self.restarts, self.error, self.pid)  # fmt: skip
 
     def label(self, uid: str) -> str:
         return f"replica {self.index} of {uid} (node {self.node_ip} {self.node_id[:12]}, pid {self.pid})"
