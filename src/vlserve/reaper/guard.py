@@ -35,7 +35,6 @@ _lock = threading.Lock()  # os.environ is process-wide: one tagging scope at a t
 
 class _state:
     owner: Ident | None = None
-    watchdog: subprocess.Popen | None = None
 
 
 def owner_token() -> str:
@@ -56,16 +55,18 @@ def guard_this_process(log_format: str = "json") -> Ident:
         resource_tracker.ensure_running()
         inherited = os.environ.get(OWNERS_ENV, "")
         os.environ[OWNERS_ENV] = ",".join(t for t in (inherited, owner.token) if t)
-        _state.watchdog = _start_watchdog(owner, owned_tempdir("run", owner.token), log_format)
+        _start_watchdog(owner, owned_tempdir("run", owner.token), log_format)
         return owner
 
 
-def _start_watchdog(owner: Ident, run_dir: Path, log_format: str) -> subprocess.Popen:
+def _start_watchdog(owner: Ident, run_dir: Path, log_format: str) -> None:
+    """Start the watchdog; the process started here detaches it and exits at once (waited for here)."""
     env = {k: v for k, v in os.environ.items() if k != OWNERS_ENV}  # never a victim of a sweep itself
-    return subprocess.Popen(
+    subprocess.run(
         [sys.executable, "-m", "vlserve.reaper.watchdog", str(owner.pid), str(owner.start), owner.token,
          str(run_dir), log_format],
         env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, start_new_session=True, close_fds=True,
+        check=True, timeout=60,
     )  # fmt: skip
 
 

@@ -5,7 +5,8 @@ owner's marked temporary folders. Then it exits.
 
 Run as `python -m vlserve.reaper.watchdog PID START TOKEN RUN_DIR LOG_FORMAT`; it imports the standard library, this
 package and (to say what it ended, in the server's log format) vlserve.api.logs only. It runs in a session of its own (started with start_new_session), so a Ctrl-C, a signal to the server's
-process group or a terminal hang-up does not take it down with the server.
+process group or a terminal hang-up does not take it down with the server, and it detaches from its owner's process
+tree (see `detach`).
 """
 
 from __future__ import annotations
@@ -63,8 +64,17 @@ def record_until_end(owner: Ident, run_dir: Path) -> None:
             return
 
 
+def detach() -> None:
+    """Go on in a child and let the started process exit at once: the watchdog is then nobody's child (re-parented
+    to PID 1). Ray kills the child processes of a replica's worker when it ends, which would take the replica's
+    watchdog with it before it has done its work."""
+    if os.fork() != 0:
+        os._exit(0)
+
+
 def main(argv: list[str]) -> int:
     owner, token, run_dir, log_format = Ident(int(argv[0]), int(argv[1])), argv[2], Path(argv[3]), argv[4]
+    detach()
     for sig in (signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, signal.SIG_IGN)
     record_until_end(owner, run_dir)
