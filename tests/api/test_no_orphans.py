@@ -4,7 +4,6 @@ server is stopped, and each must have ended within 10 s (a zombie counts as ende
 
 from __future__ import annotations
 
-import importlib.util
 import signal
 from pathlib import Path
 
