@@ -4,6 +4,7 @@ server is stopped, and each must have ended within 10 s (a zombie counts as ende
 
 from __future__ import annotations
 
+import importlib.util
 import signal
 from pathlib import Path
 
@@ -11,11 +12,11 @@ import httpx
 import pytest
 from api_helpers import SEED_LAUNCH, ServerProcess
 
-from tests.engines.conftest_vllm import HAVE_VLLM, SKIP_REASON
 from vlserve.reaper.ending import wait_gone
 from vlserve.reaper.proc import Ident, descendants, ident
 
-needs_vllm = [pytest.mark.vllm, pytest.mark.skipif(not HAVE_VLLM, reason=SKIP_REASON)]
+HAVE_VLLM = importlib.util.find_spec("vllm") is not None  # not the vLLM test pool: importing it makes a folder
+needs_vllm = [pytest.mark.vllm, pytest.mark.skipif(not HAVE_VLLM, reason="vLLM is not installed")]
 END_WITHIN_S = 10
 
 
