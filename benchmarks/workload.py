@@ -72,13 +72,8 @@ class RequestSpec:
         return body
 
     def engine_request(self, request_id: str):
-        from vlserve.engines.base import (
-            ChatMessage,
-            GenerateRequest,
-            ImagePart,
-            SamplingParams,
-            TextPart,
-        )
+        from vlserve.engines.base import GenerateRequest, SamplingParams
+        from vlserve.messages import ChatMessage, ImagePart, TextPart
 
         parts: list = []
         if self.image_size is not None:

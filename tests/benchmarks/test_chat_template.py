@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from transformers import AutoTokenizer
 
-from vlserve.engines.base import ChatMessage
 from vlserve.families.internvl2_5 import vllm_support
 from vlserve.families.internvl2_5.twin import write_twin
+from vlserve.messages import ChatMessage
 
 REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:

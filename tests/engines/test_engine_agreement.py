@@ -19,7 +19,8 @@ import pytest_asyncio
 from conftest_vllm import MARKS, POOL
 from PIL import Image
 
-from vlserve.engines.base import ChatMessage, GenerateRequest, ImagePart, SamplingParams, TextPart
+from vlserve.engines.base import GenerateRequest, SamplingParams
+from vlserve.messages import ChatMessage, ImagePart, TextPart
 
 pytestmark = MARKS
 

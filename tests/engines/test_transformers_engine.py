@@ -11,8 +11,9 @@ import torch
 from PIL import Image
 
 from vlserve.engines import get_factory
-from vlserve.engines.base import ChatMessage, Delta, GenerateRequest, ImagePart, SamplingParams, TextPart, VideoPart
+from vlserve.engines.base import Delta, GenerateRequest, SamplingParams
 from vlserve.errors import InvalidRequest
+from vlserve.messages import ChatMessage, ImagePart, TextPart, VideoPart
 
 ALL_ARCHITECTURES = [
     "InternVL2_5-1B", "InternVL2_5-2B", "InternVL2_5-4B", "InternVL2_5-4B-AWQ", "InternVL2_5-8B",

@@ -14,8 +14,9 @@ import pytest_asyncio
 from conftest_vllm import HAVE_VLLM, MARKS, POOL, resolved
 from PIL import Image
 
-from vlserve.engines.base import ChatMessage, Delta, GenerateRequest, ImagePart, SamplingParams, TextPart, VideoPart
+from vlserve.engines.base import Delta, GenerateRequest, SamplingParams
 from vlserve.errors import InvalidRequest
+from vlserve.messages import ChatMessage, ImagePart, TextPart, VideoPart
 
 DEEP = ["InternVL2_5-1B", "InternVL2_5-2B", "InternVL2_5-26B", "InternVL2_5-8B-AWQ"]
 GREEDY = SamplingParams(max_tokens=8, temperature=0.0)

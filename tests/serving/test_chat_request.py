@@ -11,8 +11,8 @@ import pytest
 from PIL import Image
 from pydantic import ValidationError
 
-from vlserve.engines.base import ImagePart, TextPart
 from vlserve.errors import InvalidRequest
+from vlserve.messages import ImagePart, TextPart
 from vlserve.registry import Registry, resolve
 from vlserve.serving.chat_request import MessageConverter, refuse_unsupported, to_sampling
 from vlserve.serving.media_fetch import MediaFetcher, MediaPolicy

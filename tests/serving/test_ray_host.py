@@ -20,8 +20,9 @@ if os.environ.get("CI") != "true":  # CI installs Ray (the test extra): there a 
 
 import ray  # noqa: E402
 
-from vlserve.engines.base import ChatMessage, GenerateRequest, SamplingParams  # noqa: E402
+from vlserve.engines.base import GenerateRequest, SamplingParams  # noqa: E402
 from vlserve.errors import EngineError, InvalidRequest  # noqa: E402
+from vlserve.messages import ChatMessage  # noqa: E402
 from vlserve.registry import Registry, resolve  # noqa: E402
 from vlserve.serving.ray.host import RayHost  # noqa: E402
 from vlserve.serving.records import LaunchRequest, Phase  # noqa: E402

@@ -1,4 +1,5 @@
-"""The Engine protocol and the engine-neutral request/response records every engine speaks.
+"""The Engine protocol and the engine-neutral request/response records every engine speaks (the messages
+themselves are in vlserve.messages, shared with the model families).
 
 An engine owns one loaded model. The serving layer turns API requests into `GenerateRequest`s (images already
 decoded to PIL, sampling already validated) and consumes the `Delta` stream an engine yields.
@@ -12,43 +13,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 from vlserve.errors import InvalidRequest
+from vlserve.messages import ChatMessage
 
 if TYPE_CHECKING:
-    from PIL.Image import Image
-
     from vlserve.registry import ResolvedSpec
 
-Role = Literal["system", "user", "assistant"]
 FinishReason = Literal["stop", "length", "abort", "error"]
-
-
-@dataclass(frozen=True)
-class TextPart:
-    text: str
-
-
-@dataclass(frozen=True)
-class ImagePart:
-    image: Image
-    max_tiles: int | None = None  # None: the model's default (12 for InternVL2.5); 1 for OpenAI detail "low"
-
-
-@dataclass(frozen=True)
-class VideoPart:
-    frames: tuple[Image, ...]  # already sampled; one tile each
-
-
-Part = TextPart | ImagePart | VideoPart
-
-
-@dataclass(frozen=True)
-class ChatMessage:
-    role: Role
-    content: tuple[Part, ...]
-
-    @classmethod
-    def text(cls, role: Role, text: str) -> ChatMessage:
-        return cls(role, (TextPart(text),))
 
 
 @dataclass(frozen=True)

@@ -10,12 +10,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from vlserve.engines.base import ChatMessage, ImagePart, Part, SamplingParams, TextPart, VideoPart
+from vlserve.engines.base import SamplingParams
 from vlserve.errors import InvalidRequest
+from vlserve.messages import ChatMessage, ImagePart, Part, TextPart, VideoPart
 from vlserve.registry import ResolvedSpec
 from vlserve.serving.media import Fetcher, load_bytes, open_image
 from vlserve.serving.protocol import ChatCompletionRequest, ImageContent, Message, TextContent, VideoContent
-
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,6 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from vlserve.engines.base import ChatMessage, ImagePart, TextPart, VideoPart
 from vlserve.errors import InvalidRequest
 from vlserve.families.internvl2_5.prompt import (
     DEFAULT_SYSTEM_MESSAGE,
@@ -18,6 +17,7 @@ from vlserve.families.internvl2_5.prompt import (
     stop_rules,
 )
 from vlserve.families.internvl2_5.tiling import ImageInput, num_tiles
+from vlserve.messages import ChatMessage, ImagePart, TextPart, VideoPart
 
 REFERENCE = Path(__file__).parents[3] / "src/vlserve/families/internvl2_5/reference"
 SYSTEM = f"<|im_start|>system\n{DEFAULT_SYSTEM_MESSAGE}<|im_end|>\n"

@@ -15,7 +15,7 @@ from vlserve.families.internvl2_5 import convert
 if TYPE_CHECKING:
     import torch
 
-    from vlserve.engines.base import ChatMessage
+    from vlserve.messages import ChatMessage
 
 
 @dataclass(frozen=True)

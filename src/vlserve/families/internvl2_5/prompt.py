@@ -29,9 +29,9 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from vlserve.engines.base import ChatMessage, ImagePart, Part, TextPart, VideoPart
 from vlserve.errors import InvalidRequest
 from vlserve.families.internvl2_5.tiling import DEFAULT_MAX_TILES, ImageInput, num_tiles
+from vlserve.messages import ChatMessage, ImagePart, Part, TextPart, VideoPart
 
 DEFAULT_SYSTEM_MESSAGE = (
     "你是书生·万象，英文名是InternVL，是由上海人工智能实验室、清华大学及多家合作单位联合开发的多模态大语言模型。"

@@ -39,7 +39,7 @@ from vlserve.families.internvl2_5.tiling import TILE, ImageInput, num_tiles, til
 if TYPE_CHECKING:
     from PIL.Image import Image
 
-    from vlserve.engines.base import ChatMessage
+    from vlserve.messages import ChatMessage
 
 MODEL_TYPE = "internvl_chat"
 DEFAULT_IMAGE_LIMIT = 16  # images per prompt (video frames count as images); vLLM's launch-time limit
