@@ -80,9 +80,16 @@ def parse_extra_options(args: list[str]) -> dict[str, Any]:
 
 
 def _server_help(field: str) -> str:
-    from vlserve.api.config import ServerConfig
+    from vlserve.config import ServerConfig
 
     return ServerConfig.model_fields[field].description or ""
+
+
+def _server_default(field: str) -> Any:
+    """The flag's default is the setting's (stated once, in ServerConfig)."""
+    from vlserve.config import ServerConfig
+
+    return ServerConfig.model_fields[field].default
 
 
 def _read_keys(path: Path) -> list[str]:
@@ -95,23 +102,29 @@ def _read_keys(path: Path) -> list[str]:
 
 @app.command()
 def serve(
-    host: Annotated[str, typer.Option(help=_server_help("host"))] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on.")] = 9997,
-    log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+    host: Annotated[str, typer.Option(help=_server_help("host"))] = _server_default("host"),
+    port: Annotated[int, typer.Option(help=_server_help("port"))] = _server_default("port"),
+    log_level: Annotated[str, typer.Option(help=_server_help("log_level") + " debug, info, warning or error.")] = (
+        _server_default("log_level")),
     api_key: Annotated[Optional[list[str]], typer.Option(
         "--api-key", help="Require this Bearer key (repeatable). " + _server_help("api_keys"))] = None,
     api_keys_file: Annotated[Optional[Path], typer.Option(
         help="File of accepted keys, one per line (# comments allowed).")] = None,
     cors_origin: Annotated[Optional[list[str]], typer.Option(help=_server_help("cors_origins"))] = None,
-    allow_private_media: Annotated[bool, typer.Option(help=_server_help("allow_private_media"))] = False,
+    allow_private_media: Annotated[bool, typer.Option(help=_server_help("allow_private_media"))] = _server_default(
+        "allow_private_media"),
     media_allow_domain: Annotated[Optional[list[str]], typer.Option(help=_server_help("media_allow_domains"))] = None,
     media_allow_dir: Annotated[Optional[list[Path]], typer.Option(help=_server_help("media_allow_dirs"))] = None,
-    max_concurrent_requests: Annotated[int, typer.Option(help=_server_help("max_concurrent_requests"))] = 64,
-    max_queued_requests: Annotated[int, typer.Option(help=_server_help("max_queued_requests"))] = 256,
-    shutdown_grace: Annotated[float, typer.Option(help=_server_help("shutdown_grace_s"))] = 30.0,
-    cluster: Annotated[str, typer.Option(help=_server_help("cluster"))] = "none",
+    max_concurrent_requests: Annotated[int, typer.Option(help=_server_help("max_concurrent_requests"))] = (
+        _server_default("max_concurrent_requests")),
+    max_queued_requests: Annotated[int, typer.Option(help=_server_help("max_queued_requests"))] = _server_default(
+        "max_queued_requests"),
+    shutdown_grace: Annotated[float, typer.Option(help=_server_help("shutdown_grace_s"))] = _server_default(
+        "shutdown_grace_s"),
+    cluster: Annotated[str, typer.Option(help=_server_help("cluster"))] = _server_default("cluster"),
     ray_address: Annotated[Optional[str], typer.Option(help=_server_help("ray_address"))] = None,
-    placement_timeout: Annotated[float, typer.Option(help=_server_help("placement_timeout_s"))] = 60.0,
+    placement_timeout: Annotated[float, typer.Option(help=_server_help("placement_timeout_s"))] = _server_default(
+        "placement_timeout_s"),
 ) -> None:
     """Start the server: HTTP API, the table of running models, and the models themselves. Every limit not
     offered as a flag here has a safe default (see README, Security). No process it starts for a model outlives it,
@@ -385,14 +398,17 @@ def twin(
     model_format: Annotated[str, typer.Option("--model-format", "-f", help="pytorch or awq.")] = "pytorch",
     full_size: Annotated[bool, typer.Option(help="Real dimensions (random weights) for benchmarks.")] = False,
     seed: Annotated[int, typer.Option(help="Seed of the random weights.")] = 0,
+    model_name: Annotated[str, typer.Option("--model-name", "-n", help="Built-in model family.")] = "InternVL2.5",
 ) -> None:
     """Write an architecture twin: the real config and tokenizer of a checkpoint, random weights,
     dimensions shrunk unless --full-size. Launch it with --model-path OUTDIR."""
     from vlserve.errors import VlserveError
-    from vlserve.families.internvl2_5.twin import twin_for_spec
+    from vlserve.families import get_family
+    from vlserve.registry import Registry
 
     try:
-        path = twin_for_spec(size_in_billions, model_format, outdir, full_size=full_size, seed=seed)
+        family = get_family(Registry.default().get(model_name).model_family)
+        path = family.write_twin(size_in_billions, model_format, outdir, full_size=full_size, seed=seed)
     except VlserveError as exc:
         _fail(exc.message)
     console.print(f"Wrote {path}")

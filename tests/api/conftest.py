@@ -13,7 +13,7 @@ import pytest
 from api_helpers import SEED_LAUNCH, SESSION_UID, LiveServer, start_server
 
 from vlserve.api.app import create_app
-from vlserve.api.config import ServerConfig
+from vlserve.config import ServerConfig
 
 
 @pytest.fixture(scope="session")

@@ -16,7 +16,7 @@ from xinference_client import RESTfulClient
 
 from vlserve.api.app import create_app
 from vlserve.api.auth import OPEN_PATHS, is_open, key_matches
-from vlserve.api.config import ServerConfig
+from vlserve.config import ServerConfig
 from vlserve.serving.embedded import EmbeddedHost
 
 KEYS = ("key-one", "second-key-with-another-length")

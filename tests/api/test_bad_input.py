@@ -15,7 +15,7 @@ from api_helpers import png_data_uri, start_server
 from PIL import Image
 
 from vlserve.api.app import create_app
-from vlserve.api.config import ServerConfig
+from vlserve.config import ServerConfig
 
 UID = "InternVL2.5"
 

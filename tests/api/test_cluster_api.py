@@ -17,7 +17,7 @@ import pytest
 from api_helpers import SEED_LAUNCH, assert_openai_error, start_server
 
 from vlserve.api.app import create_app
-from vlserve.api.config import ServerConfig
+from vlserve.config import ServerConfig
 
 UID = "clustered"
 

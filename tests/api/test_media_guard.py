@@ -17,7 +17,7 @@ from api_helpers import assert_openai_error, start_server
 from PIL import Image
 
 from vlserve.api.app import create_app
-from vlserve.api.config import ServerConfig
+from vlserve.config import ServerConfig
 from vlserve.errors import InvalidRequest
 from vlserve.serving import media_fetch
 from vlserve.serving.media_fetch import MediaFetcher, MediaPolicy, address_problem

@@ -10,7 +10,7 @@ from api_helpers import start_server
 from hypothesis import HealthCheck, given, settings
 
 from vlserve.api.app import create_app
-from vlserve.api.config import ServerConfig
+from vlserve.config import ServerConfig
 from vlserve.errors import NotFound
 from vlserve.serving.embedded import EmbeddedHost
 

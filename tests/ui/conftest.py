@@ -10,7 +10,7 @@ import pytest
 from ui_helpers import CHROMIUM, CHROMIUM_ARGS, MISSING, load_api_helpers
 
 from vlserve.api.app import create_app
-from vlserve.api.config import ServerConfig
+from vlserve.config import ServerConfig
 
 
 @pytest.fixture(scope="session")

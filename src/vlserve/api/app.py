@@ -15,7 +15,7 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from vlserve import __version__, reaper
 from vlserve.api.auth import ApiKeyMiddleware
-from vlserve.api.config import ServerConfig
+from vlserve.config import ServerConfig
 from vlserve.api.deps import Services
 from vlserve.api.errors import install_error_handler
 from vlserve.api.logs import configure_logging
@@ -50,8 +50,8 @@ def build_services(config: ServerConfig, host: ModelHost | None = None, registry
     registry = registry or Registry.default()
     metrics = Metrics()
     metrics.count_running_models(lambda: sum(r.phase is Phase.READY for r in host.list()))
-    chat = ChatService(host, metrics, _media_fetcher(config), _input_limits(config),
-                       AdmissionLimits(config.max_concurrent_requests, config.max_queued_requests))  # fmt: skip
+    chat = ChatService(host, metrics, _media_fetcher(config), InputLimits.from_config(config),
+                       AdmissionLimits.from_config(config))  # fmt: skip
     return Services(
         config=config, host=host, models=ModelService(host, registry), chat=chat,
         catalog=CatalogService(registry), metrics=metrics,
@@ -64,11 +64,6 @@ def _media_fetcher(config: ServerConfig) -> MediaFetcher:
         allow_private=config.allow_private_media, allow_domains=config.media_allow_domains,
         allow_dirs=tuple(Path(d) for d in config.media_allow_dirs),
     ))  # fmt: skip
-
-
-def _input_limits(config: ServerConfig) -> InputLimits:
-    return InputLimits(media_max_bytes=config.media_max_bytes, max_image_pixels=config.max_image_pixels,
-                       max_images=config.max_images_per_request, max_total_tiles=config.max_total_tiles)  # fmt: skip
 
 
 def create_app(config: ServerConfig | None = None, *, host: ModelHost | None = None) -> FastAPI:

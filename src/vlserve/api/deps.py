@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from fastapi import Request
 
-from vlserve.api.config import ServerConfig
+from vlserve.config import ServerConfig
 from vlserve.serving.catalog import CatalogService
 from vlserve.serving.chat import ChatService
 from vlserve.serving.host import ModelHost

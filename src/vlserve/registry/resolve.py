@@ -7,7 +7,7 @@ import difflib
 from dataclasses import dataclass
 
 from vlserve.errors import SpecNotFound
-from vlserve.registry.schema import KNOWN_ENGINES, FamilySpec, ModelSpec
+from vlserve.registry.schema import KNOWN_ENGINES, FamilySpec, ModelSpec, Quantization
 from vlserve.registry.store import Registry
 
 
@@ -16,7 +16,7 @@ class ResolvedSpec:
     family: FamilySpec
     spec: ModelSpec
     engine: str  # canonical spelling, e.g. "vLLM"
-    quantization: str  # canonical spelling, e.g. "Int4"
+    quantization: Quantization  # canonical spelling, e.g. "Int4"
 
     @property
     def model_name(self) -> str:
@@ -57,7 +57,7 @@ def _find_family(registry: Registry, name: str) -> FamilySpec:
     raise SpecNotFound(f"model {name!r} is not registered{hint}", param="model_name")
 
 
-def _pick_quantization(family: FamilySpec, spec: ModelSpec, engine: str, quantization: str | None) -> str:
+def _pick_quantization(family: FamilySpec, spec: ModelSpec, engine: str, quantization: str | None) -> Quantization:
     allowed = spec.engines[engine]
     label = f"{family.model_name} {spec.model_format} {spec.size_label}B"
     if quantization is None:

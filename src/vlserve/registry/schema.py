@@ -6,15 +6,18 @@ xinference-client expects; `engines` and `model_family` are this project's addit
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from vlserve.families import family_names
+
 # Engines vlserve can run; family files may only name these (exact spelling, as shown to users).
 KNOWN_ENGINES = ("Transformers", "vLLM")
-# Family implementations: the value of `model_family` selects the package under vlserve.families.
-KNOWN_IMPLEMENTATIONS = ("internvl2_5",)
 Hub = Literal["huggingface", "modelscope"]
+# Quantization labels as the model page spells them: 16-bit, bitsandbytes 8-bit / 4-bit at load, AWQ checkpoints
+Quantization = Literal["none", "8-bit", "4-bit", "Int4"]
+QUANTIZATIONS: tuple[str, ...] = get_args(Quantization)
 
 
 class _Strict(BaseModel):
@@ -24,10 +27,10 @@ class _Strict(BaseModel):
 class ModelSpec(_Strict):
     model_format: str = Field(description="Weight format, e.g. pytorch or awq.")
     model_size_in_billions: int | float = Field(description="Parameter count in billions, as the page names it.")
-    quantizations: list[str] = Field(min_length=1, description="Quantizations this spec can be launched with.")
+    quantizations: list[Quantization] = Field(min_length=1, description="Quantizations this spec can be launched with.")
     model_id: str = Field(description="Repository id on Hugging Face.")
     model_hub_ids: dict[Hub, str] = Field(description="Repository id on each hub that has it.")
-    engines: dict[str, list[str]] = Field(
+    engines: dict[str, list[Quantization]] = Field(
         min_length=1, description="Engine name -> the quantizations that engine serves for this spec."
     )
     architecture: str | None = Field(
@@ -36,7 +39,7 @@ class ModelSpec(_Strict):
 
     @field_validator("engines")
     @classmethod
-    def _engines_known(cls, engines: dict[str, list[str]]) -> dict[str, list[str]]:
+    def _engines_known(cls, engines: dict[str, list[Quantization]]) -> dict[str, list[Quantization]]:
         unknown = sorted(set(engines) - set(KNOWN_ENGINES))
         if unknown:
             raise ValueError(f"unknown engine(s) {unknown}; known engines are {', '.join(KNOWN_ENGINES)}")
@@ -70,6 +73,6 @@ class FamilySpec(_Strict):
     @field_validator("model_family")
     @classmethod
     def _implementation_known(cls, value: str) -> str:
-        if value not in KNOWN_IMPLEMENTATIONS:
-            raise ValueError(f"model_family {value!r} is not implemented; choose one of {', '.join(KNOWN_IMPLEMENTATIONS)}")
+        if value not in family_names():  # the value of `model_family` selects the package under vlserve.families
+            raise ValueError(f"model_family {value!r} is not implemented; choose one of {', '.join(family_names())}")
         return value

@@ -12,14 +12,21 @@ from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+from vlserve.config import ServerConfig
 from vlserve.errors import Overloaded
+
+_SERVER = ServerConfig()
 
 
 @dataclass(frozen=True)
 class AdmissionLimits:
-    max_running: int = 64
-    max_queued: int = 256
+    max_running: int = _SERVER.max_concurrent_requests
+    max_queued: int = _SERVER.max_queued_requests
     retry_after_s: int = 1
+
+    @classmethod
+    def from_config(cls, config: ServerConfig) -> AdmissionLimits:
+        return cls(config.max_concurrent_requests, config.max_queued_requests)
 
 
 class Admission:

@@ -5,27 +5,35 @@
 from __future__ import annotations
 
 import asyncio
-import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from vlserve.config import ServerConfig
 from vlserve.engines.base import SamplingParams
 from vlserve.errors import InvalidRequest
+from vlserve.families import get_family
 from vlserve.messages import ChatMessage, ImagePart, Part, TextPart, VideoPart
 from vlserve.registry import ResolvedSpec
 from vlserve.serving.media import Fetcher, load_bytes, open_image
 from vlserve.serving.protocol import ChatCompletionRequest, ImageContent, Message, TextContent, VideoContent
+
+_SERVER = ServerConfig()
 
 
 @dataclass(frozen=True)
 class InputLimits:
     """What one request may carry (ServerConfig sets them)."""
 
-    media_max_bytes: int = 20 * 1024 * 1024
-    max_image_pixels: int = 50_000_000
-    max_images: int = 32  # images and videos
-    max_total_tiles: int = 64  # 448x448 tiles of all images and video frames
+    media_max_bytes: int = _SERVER.media_max_bytes
+    max_image_pixels: int = _SERVER.max_image_pixels
+    max_images: int = _SERVER.max_images_per_request  # images and videos
+    max_total_tiles: int = _SERVER.max_total_tiles  # 448x448 tiles of all images and video frames
+
+    @classmethod
+    def from_config(cls, config: ServerConfig) -> InputLimits:
+        return cls(media_max_bytes=config.media_max_bytes, max_image_pixels=config.max_image_pixels,
+                   max_images=config.max_images_per_request, max_total_tiles=config.max_total_tiles)  # fmt: skip
 
 
 # field -> "is it set to something we cannot honour?"
@@ -87,8 +95,7 @@ class MessageConverter:
         self.fetch = fetch
         self.limits = limits
         self.tiles = 0
-        family = resolved.family.model_family
-        self._num_tiles = importlib.import_module(f"vlserve.families.{family}.tiling").num_tiles
+        self._family = get_family(resolved.family.model_family)
 
     async def convert(self) -> tuple[ChatMessage, ...]:
         self._check_media_count()
@@ -141,17 +148,14 @@ class MessageConverter:
         data = await load_bytes(url, self.fetch, param=where, max_bytes=self.limits.media_max_bytes)
         image = await asyncio.to_thread(open_image, data, param=where, max_pixels=self.limits.max_image_pixels)
         max_tiles = 1 if detail == "low" else self.body.max_tiles
-        self._add_tiles(self._num_tiles(image.width, image.height, **({"max_tiles": max_tiles} if max_tiles else {})),
-                        where)
+        self._add_tiles(self._family.num_tiles(image.width, image.height, max_tiles), where)
         return ImagePart(image, max_tiles=max_tiles)
 
     async def _video(self, where: str, part: VideoContent) -> VideoPart:
         url = part.video_url if isinstance(part.video_url, str) else part.video_url.url
         data = await load_bytes(url, self.fetch, param=where, max_bytes=self.limits.media_max_bytes)
-        sample_frames = importlib.import_module(f"vlserve.families.{self.resolved.family.model_family}.video").sample_frames
-        args = (data,) if self.body.num_frames is None else (data, self.body.num_frames)
         try:
-            frames = await asyncio.to_thread(sample_frames, *args)
+            frames = await asyncio.to_thread(self._family.sample_frames, data, self.body.num_frames)
         except InvalidRequest as exc:
             raise InvalidRequest(exc.message, param=where) from exc
         self._add_tiles(len(frames), where)  # one tile per frame

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from vlserve.families.checkpoints import CheckpointMismatch, checkpoint_files, iter_tensors
 from vlserve.families.internvl2_5 import convert
 from vlserve.families.internvl2_5.reference import architectures, load_reference_config
 
@@ -35,7 +36,7 @@ def twin(tmp_path_factory):
 
 
 def original_tensors(model_dir: Path) -> dict[str, torch.Tensor]:
-    return {name: tensor.float() for name, tensor in convert.iter_tensors(model_dir)}
+    return {name: tensor.float() for name, tensor in iter_tensors(model_dir)}
 
 
 def load(model_dir: Path):
@@ -157,7 +158,7 @@ def test_language_model_names_land_where_they_belong(twin):
 
 def _rewrite(model_dir: Path, out: Path, edit) -> Path:
     shutil.copytree(model_dir, out)
-    for path in convert.checkpoint_files(out):
+    for path in checkpoint_files(out):
         with safe_open(str(path), framework="pt") as f:
             tensors = {name: f.get_tensor(name) for name in f.keys()}
         edit(tensors)
@@ -168,7 +169,7 @@ def _rewrite(model_dir: Path, out: Path, edit) -> Path:
 def test_missing_weight_fails_loudly(twin, tmp_path):
     gone = "vision_model.encoder.layers.0.attn.qkv.weight"
     broken = _rewrite(twin("InternVL2_5-1B"), tmp_path / "m", lambda t: t.pop(gone, None))
-    with pytest.raises(convert.CheckpointMismatch, match=r"missing \(3\).*attention\.q_proj\.weight"):
+    with pytest.raises(CheckpointMismatch, match=r"missing \(3\).*attention\.q_proj\.weight"):
         load(broken)
 
 
@@ -178,7 +179,7 @@ def test_unexpected_and_misshaped_weights_fail_loudly(twin, tmp_path):
         tensors["mlp1.1.bias"] = torch.zeros(3)
 
     broken = _rewrite(twin("InternVL2_5-2B"), tmp_path / "u", edit)
-    with pytest.raises(convert.CheckpointMismatch) as info:
+    with pytest.raises(CheckpointMismatch) as info:
         load(broken)
     assert "unexpected (1): language_model.model.layers.0.attention.rotary.inv_freq" in str(info.value)
     assert "shape mismatch (1): model.multi_modal_projector.linear_1.bias" in str(info.value)
@@ -247,5 +248,5 @@ def test_hf_format_loads_with_its_report_checked(twin, tmp_path):
         expected = model(input_ids=ids, pixel_values=pixels).logits
         torch.testing.assert_close(load(hf_dir)(input_ids=ids, pixel_values=pixels).logits, expected)
     broken = _rewrite(hf_dir, tmp_path / "hf-broken", lambda t: t.pop(next(n for n in t if "vision_tower" in n)))
-    with pytest.raises(convert.CheckpointMismatch, match="missing"):
+    with pytest.raises(CheckpointMismatch, match="missing"):
         load(broken)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import importlib
 import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -16,6 +15,7 @@ from vlserve.engines.transformers_engine.heap import release_freed_heap
 from vlserve.engines.transformers_engine.options import EngineOptions
 from vlserve.engines.transformers_engine.threads import in_own_thread
 from vlserve.errors import EngineError, InvalidRequest, ModelNotReady, VlserveError
+from vlserve.families import get_family
 
 if TYPE_CHECKING:
     from vlserve.engines.transformers_engine.scheduler import Job, Scheduler
@@ -29,7 +29,7 @@ class TransformersEngine:
 
     def __init__(self, resolved: ResolvedSpec, model_dir: Path, options: EngineOptions) -> None:
         self.resolved, self.model_dir, self.options = resolved, Path(model_dir), options
-        self.family = importlib.import_module(f"vlserve.families.{resolved.family.model_family}.loader")
+        self.family = get_family(resolved.family.model_family).transformers()
         self.model: Any = None
         self.tokenizer: Any = None
         self.scheduler: Scheduler | None = None

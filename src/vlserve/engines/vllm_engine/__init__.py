@@ -2,7 +2,7 @@
 
 Layout: `options` (launch options, validated), `requests` (engine-neutral request -> vLLM prompt + sampling, vLLM
 outputs -> deltas), `engine` (the Engine protocol over AsyncLLM), `torchvision_shim` (why torchvision imports on
-the CPU install). Model-family knowledge comes from `vlserve.families.<family>.vllm_support`.
+the CPU install). Model-family knowledge comes from the family's vLLM adapter (`vlserve.families.get_family(name).vllm()`).
 vllm, torch and transformers are imported only when an engine is created or loaded; this module stays stdlib-only
 because the torchvision shim's .pth hook imports the package at every interpreter start.
 """
@@ -25,9 +25,7 @@ class VllmFactory:
     name = "vLLM"
 
     def supports(self, resolved: ResolvedSpec) -> tuple[bool, str]:
-        family, spec = resolved.family.model_family, resolved.spec
-        if importlib.util.find_spec(f"vlserve.families.{family}.vllm_support") is None:
-            return False, f"the vLLM engine has no support module for model family {family}"
+        spec = resolved.spec
         allowed = spec.engines.get(self.name, [])
         if resolved.quantization not in allowed:
             return False, f"vLLM serves this spec only with quantization {', '.join(allowed) or '(none listed)'}"

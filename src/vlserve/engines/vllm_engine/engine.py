@@ -1,6 +1,6 @@
 """The vLLM engine: vLLM's AsyncLLM (engine core in its own process) behind the Engine protocol.
 
-The model family's `vllm_support` module registers its config class (no remote code), writes the tokenizer where
+The model family's vLLM adapter registers its config class (no remote code), writes the tokenizer where
 vLLM loads it natively, and turns a conversation into prompt token ids + images + processor kwargs. This module
 owns vLLM's lifecycle and the request stream. AsyncLLM's background tasks live on the event loop that first sends
 it a request; start-up itself (tens of seconds) runs in a thread so the caller's loop keeps serving.
@@ -9,7 +9,6 @@ it a request; start-up itself (tens of seconds) runs in a thread so the caller's
 from __future__ import annotations
 
 import asyncio
-import importlib
 import logging
 import shutil
 import time
@@ -23,6 +22,7 @@ from vlserve.engines.base import Delta, GenerateRequest, LoadedModelInfo
 from vlserve.engines.vllm_engine.options import LaunchOptions
 from vlserve.engines.vllm_engine.requests import DeltaMaker, check_request, vllm_sampling
 from vlserve.errors import EngineDead, EngineError, InvalidRequest, ModelNotReady
+from vlserve.families import get_family
 
 if TYPE_CHECKING:
     from vlserve.registry import ResolvedSpec
@@ -35,7 +35,7 @@ class VllmEngine:
 
     def __init__(self, resolved: ResolvedSpec, model_dir: Path, options: LaunchOptions) -> None:
         self.resolved, self.model_dir, self.options = resolved, Path(model_dir), options
-        self.family = importlib.import_module(f"vlserve.families.{resolved.family.model_family}.vllm_support")
+        self.family = get_family(resolved.family.model_family).vllm()
         self.llm: Any = None
         self.tokenizer: Any = None
         self.stop_ids: tuple[int, ...] = ()

@@ -4,19 +4,17 @@ sees them (an unknown or bad key is an InvalidRequest that names the valid ones,
 from __future__ import annotations
 
 import os
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import Field, field_validator
 
-from vlserve.errors import InvalidRequest
+from vlserve.engines.options import LaunchOptionsBase, dtype_name
 
-DTYPES = ("auto", "bfloat16", "float16", "float32")
-_DTYPE_ALIASES = {"bf16": "bfloat16", "fp16": "float16", "half": "float16", "fp32": "float32", "float": "float32"}
 KV_CACHE_ENV = "VLLM_CPU_KVCACHE_SPACE"
 
 
-class LaunchOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class LaunchOptions(LaunchOptionsBase):
+    engine: ClassVar[str] = "vLLM"
 
     max_model_len: int = Field(16384, ge=16, description="Prompt + output tokens per sequence.")
     gpu_memory_utilization: float = Field(0.9, gt=0, le=1, description="Share of GPU memory vLLM may use (GPU only).")
@@ -44,9 +42,7 @@ class LaunchOptions(BaseModel):
     @field_validator("dtype", mode="before")
     @classmethod
     def _dtype_alias(cls, value: Any) -> Any:
-        if value is None or value == "":
-            return "auto"
-        return _DTYPE_ALIASES.get(str(value).lower(), str(value).lower())
+        return "auto" if value is None or value == "" else dtype_name(value)
 
     @field_validator("limit_mm_per_prompt", mode="before")
     @classmethod
@@ -60,22 +56,6 @@ class LaunchOptions(BaseModel):
         if bad:
             raise ValueError(f"takes an image count >= 1 (video frames are sent as images), got {bad}")
         return value
-
-    @classmethod
-    def parse(cls, options: dict[str, Any] | None) -> LaunchOptions:
-        options = dict(options or {})
-        unknown = sorted(set(options) - set(cls.model_fields))
-        if unknown:
-            raise InvalidRequest(
-                f"unknown vLLM engine option(s) {', '.join(unknown)}; valid options are {', '.join(cls.model_fields)}",
-                param=unknown[0],
-            )
-        try:
-            return cls.model_validate(options)
-        except ValidationError as exc:
-            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-            first = str(exc.errors()[0]["loc"][0]) if exc.errors() else None
-            raise InvalidRequest(f"invalid vLLM engine option(s): {problems}", param=first) from None
 
     @property
     def parallel_size(self) -> int:

@@ -7,7 +7,8 @@ Two formats:
 - already-converted `-hf` checkpoints (`model_type: internvl`): `from_pretrained`, checking its loading report.
 
 Either way a missing, unexpected or mis-shaped weight raises `CheckpointMismatch` naming them: a model never runs
-with silently random weights.
+with silently random weights. The family-neutral parts (file listing, tensor streaming, assignment, the load
+report) are in vlserve.families.checkpoints.
 """
 
 from __future__ import annotations
@@ -18,71 +19,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from vlserve.errors import VlserveError
+from vlserve.families.checkpoints import CheckpointMismatch, LoadReport, assign, iter_tensors, read_config
+from vlserve.families.internvl2_5.config_keys import INTERNLM2_KEYS, QWEN2_KEYS, VISION_KEYS, rope_parameters
 
 if TYPE_CHECKING:
     import torch
     from transformers import InternVLConfig, InternVLForConditionalGeneration
 
 IMAGE_CONTEXT_TOKEN = "<IMG_CONTEXT>"
-TOKENS_PER_TILE = 256
-
-_QWEN2_KEYS = (
-    "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
-    "num_key_value_heads", "hidden_act", "max_position_embeddings", "rms_norm_eps", "bos_token_id",
-    "eos_token_id", "pad_token_id", "use_sliding_window", "sliding_window", "max_window_layers",
-)  # fmt: skip
-_INTERNLM2_KEYS = (
-    "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
-    "num_key_value_heads", "hidden_act", "max_position_embeddings", "rms_norm_eps", "bos_token_id",
-    "eos_token_id", "pad_token_id",
-)  # fmt: skip
-_VISION_KEYS = (
-    "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "hidden_act",
-    "layer_norm_eps", "image_size", "patch_size", "num_channels", "norm_type",
-)  # fmt: skip
-
-
-class CheckpointMismatch(VlserveError):
-    """The checkpoint's tensors do not match the model its config describes."""
-
-    status_code = 500
-    error_type = "model_load_error"
-
-
-@dataclass(frozen=True)
-class LoadReport:
-    missing: tuple[str, ...] = ()
-    unexpected: tuple[str, ...] = ()
-    mismatched: tuple[str, ...] = ()
-
-    def raise_if_bad(self, where: Path) -> None:
-        problems = [
-            f"{label} ({len(names)}): {', '.join(names[:20])}{' …' if len(names) > 20 else ''}"
-            for label, names in (("missing", self.missing), ("unexpected", self.unexpected),
-                                 ("shape mismatch", self.mismatched))
-            if names
-        ]  # fmt: skip
-        if problems:
-            raise CheckpointMismatch(
-                f"checkpoint {where} does not match its config; " + "; ".join(problems)
-                + ". Re-download the model or check that the files are not from another size."
-            )
-
 
 # ---------------------------------------------------------------- config
 
 
-def read_config(model_dir: Path) -> dict[str, Any]:
-    return json.loads((Path(model_dir) / "config.json").read_text())
-
-
 def is_original_format(config: dict[str, Any]) -> bool:
     return "llm_config" in config and config.get("model_type", "internvl_chat") != "internvl"
-
-
-def llm_arch(config: dict[str, Any]) -> str:
-    return (config["llm_config"].get("architectures") or ["?"])[0]
 
 
 def awq_config(config: dict[str, Any]) -> dict[str, Any] | None:
@@ -106,27 +56,16 @@ def image_token_id(model_dir: Path) -> int:
     raise CheckpointMismatch(f"{model_dir} has no {IMAGE_CONTEXT_TOKEN} token in added_tokens.json or tokenizer.json")
 
 
-def _rope(llm: dict[str, Any]) -> dict[str, Any]:
-    rope: dict[str, Any] = {"rope_type": "default", "rope_theta": float(llm.get("rope_theta", 10000.0))}
-    scaling = llm.get("rope_scaling")
-    if scaling:
-        kind = scaling.get("rope_type") or scaling.get("type")
-        if kind not in ("dynamic", "linear"):
-            raise CheckpointMismatch(f"unsupported rope_scaling {scaling!r} in llm_config")
-        rope.update(rope_type=kind, factor=float(scaling["factor"]))
-    return rope
-
-
 def _text_config(llm: dict[str, Any]):
     from transformers import LlamaConfig, Qwen2Config
 
     arch = (llm.get("architectures") or ["?"])[0]
-    common = {"tie_word_embeddings": bool(llm.get("tie_word_embeddings", False)), "rope_parameters": _rope(llm)}
+    common = {"tie_word_embeddings": bool(llm.get("tie_word_embeddings", False)), "rope_parameters": rope_parameters(llm)}
     if arch == "Qwen2ForCausalLM":
-        kwargs = {k: llm[k] for k in _QWEN2_KEYS if llm.get(k) is not None}
+        kwargs = {k: llm[k] for k in QWEN2_KEYS if llm.get(k) is not None}
         return Qwen2Config(**kwargs, **common)
     if arch == "InternLM2ForCausalLM":
-        kwargs = {k: llm[k] for k in _INTERNLM2_KEYS if llm.get(k) is not None}
+        kwargs = {k: llm[k] for k in INTERNLM2_KEYS if llm.get(k) is not None}
         bias = bool(llm.get("bias", False))
         return LlamaConfig(**kwargs, **common, attention_bias=bias, mlp_bias=False)
     raise CheckpointMismatch(f"unsupported LLM architecture {arch!r}; InternVL2.5 uses Qwen2 or InternLM2")
@@ -135,7 +74,7 @@ def _text_config(llm: dict[str, Any]):
 def _vision_config(vision: dict[str, Any]):
     from transformers import InternVLVisionConfig
 
-    kwargs = {k: vision[k] for k in _VISION_KEYS if k in vision}
+    kwargs = {k: vision[k] for k in VISION_KEYS if k in vision}
     return InternVLVisionConfig(
         **kwargs,
         use_qk_norm=bool(vision.get("qk_normalization", False)),
@@ -172,28 +111,6 @@ def translate_config(config: dict[str, Any], img_context_id: int) -> InternVLCon
 
 
 # ---------------------------------------------------------------- tensors
-
-
-def checkpoint_files(model_dir: Path) -> list[Path]:
-    model_dir = Path(model_dir)
-    index = model_dir / "model.safetensors.index.json"
-    if index.exists():
-        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-        return [model_dir / s for s in shards]
-    files = sorted(model_dir.glob("*.safetensors"))
-    if not files:
-        raise CheckpointMismatch(f"no *.safetensors files in {model_dir} (only safetensors checkpoints are loaded)")
-    return files
-
-
-def iter_tensors(model_dir: Path) -> Iterator[tuple[str, torch.Tensor]]:
-    """Every tensor of the checkpoint, one at a time (never the whole state dict in memory)."""
-    from safetensors import safe_open
-
-    for path in checkpoint_files(model_dir):
-        with safe_open(str(path), framework="pt") as f:
-            for name in f.keys():
-                yield name, f.get_tensor(name)
 
 
 @dataclass(frozen=True)
@@ -250,33 +167,6 @@ Int4Factory = Callable[..., Any]
 DeviceFor = Callable[[str], "str | torch.device"]
 
 
-def _assign(model, name: str, value, device, dtype, report: dict[str, list[str]]) -> None:
-    import torch
-
-    module_name, _, attr = name.rpartition(".")
-    try:
-        module = model.get_submodule(module_name)
-    except AttributeError:
-        report["unexpected"].append(name)
-        return
-    current = module._parameters.get(attr) if attr in module._parameters else module._buffers.get(attr)
-    if current is None and attr not in module._parameters and attr not in module._buffers:
-        report["unexpected"].append(name)
-        return
-    if tuple(current.shape) != tuple(value.shape):
-        report["mismatched"].append(f"{name} {tuple(value.shape)} vs {tuple(current.shape)}")
-        return
-    target_dtype = dtype if value.is_floating_point() else value.dtype
-    # copy=True: a checkpoint tensor is a view of the safetensors file's memory map; keeping it would keep the whole
-    # file mapped, and every page of it that loading read (16-bit weights that quantization replaced included)
-    # resident for the life of the model. A copy lets the map go once loading is done.
-    value = value.to(device=device, dtype=target_dtype, copy=True)
-    if attr in module._parameters:
-        module._parameters[attr] = torch.nn.Parameter(value, requires_grad=False)
-    else:
-        module._buffers[attr] = value
-
-
 def _install_int4(model, name: str, parts: AwqParts, group_size: int, device, factory: Int4Factory | None):
     """Swap the linear layer owning `name` for a 4-bit module from `factory`; returns None when it did, else the
     dequantized weight [out, in] to assign as usual."""
@@ -327,7 +217,7 @@ def load_original(
                 value = _install_int4(model, new_name, value, group_size, device_for(new_name), int4_linear)
                 if value is None:
                     continue
-            _assign(model, new_name, value, device_for(new_name), dtype, report)
+            assign(model, new_name, value, device_for(new_name), dtype, report)
     missing = tuple(sorted(expected - seen))
     LoadReport(missing, tuple(report["unexpected"]), tuple(report["mismatched"])).raise_if_bad(Path(model_dir))
     return model.eval()

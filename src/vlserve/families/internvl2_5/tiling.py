@@ -29,11 +29,12 @@ from typing import TYPE_CHECKING, NamedTuple
 import numpy as np
 from PIL import Image
 
+from vlserve.families.internvl2_5 import DEFAULT_MAX_TILES
+
 if TYPE_CHECKING:
     import torch
 
 TILE = 448
-DEFAULT_MAX_TILES = 12
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 

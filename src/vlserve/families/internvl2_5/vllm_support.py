@@ -33,6 +33,8 @@ from typing import TYPE_CHECKING, Any
 from transformers import AutoConfig, PreTrainedConfig, Qwen2Config
 
 from vlserve.errors import InvalidRequest
+from vlserve.families.internvl2_5 import DEFAULT_MAX_TILES
+from vlserve.families.internvl2_5.config_keys import INTERNLM2_KEYS, QWEN2_KEYS, VISION_KEYS, rope_parameters
 from vlserve.families.internvl2_5.prompt import IMAGE_PLACEHOLDER, NUM_IMAGE_TOKEN, render_conversation
 from vlserve.families.internvl2_5.tiling import TILE, ImageInput, num_tiles, tile_grid
 
@@ -46,30 +48,16 @@ DEFAULT_IMAGE_LIMIT = 16  # images per prompt (video frames count as images); vL
 
 _TOP_KEYS = ("downsample_ratio", "dynamic_image_size", "force_image_size", "max_dynamic_patch", "min_dynamic_patch",
              "use_thumbnail", "ps_version", "select_layer", "template", "architectures")  # fmt: skip
-_VISION_KEYS = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "num_channels",
-                "image_size", "patch_size", "hidden_act", "layer_norm_eps", "norm_type", "qk_normalization",
-                "qkv_bias", "initializer_range", "initializer_factor", "attention_dropout", "dropout",
-                "drop_path_rate", "architectures")  # fmt: skip
-_LLM_KEYS = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
-             "num_key_value_heads", "hidden_act", "max_position_embeddings", "initializer_range", "rms_norm_eps",
-             "tie_word_embeddings", "pad_token_id", "bos_token_id", "eos_token_id", "architectures",
-             "quantization_config")  # fmt: skip
-_QWEN2_KEYS = _LLM_KEYS + ("use_sliding_window", "sliding_window", "max_window_layers", "attention_dropout")
-_INTERNLM2_KEYS = _LLM_KEYS + ("bias",)
+# the shared whitelists (config_keys.py) and what only vLLM's config classes read
+_EXTRA = ("initializer_range", "tie_word_embeddings", "architectures", "quantization_config")
+_VISION_KEYS = VISION_KEYS + ("qk_normalization", "qkv_bias", "initializer_range", "initializer_factor",
+                              "attention_dropout", "dropout", "drop_path_rate", "architectures")  # fmt: skip
+_QWEN2_KEYS = QWEN2_KEYS + _EXTRA + ("attention_dropout",)
+_INTERNLM2_KEYS = INTERNLM2_KEYS + _EXTRA + ("bias",)
 
 
 def _pick(section: dict[str, Any] | None, keys: Sequence[str]) -> dict[str, Any]:
     return {k: section[k] for k in keys if k in (section or {}) and section[k] is not None}
-
-
-def rope_parameters(llm: dict[str, Any]) -> dict[str, Any]:
-    """transformers-5 style rope parameters from an original llm_config's `rope_theta` + `rope_scaling`."""
-    rope: dict[str, Any] = {"rope_type": "default", "rope_theta": float(llm.get("rope_theta", 10000.0))}
-    scaling = llm.get("rope_scaling") or {}
-    kind = scaling.get("rope_type") or scaling.get("type")
-    if kind:
-        rope.update(rope_type=kind, factor=float(scaling["factor"]))
-    return rope
 
 
 class InternViTConfig(PreTrainedConfig):
@@ -127,8 +115,8 @@ class InternVLChatConfig(PreTrainedConfig):
     model_type = MODEL_TYPE
 
     def __init__(self, vision_config: Any = None, llm_config: Any = None, **kwargs: Any) -> None:
-        top = {"downsample_ratio": 0.5, "dynamic_image_size": True, "force_image_size": 448, "max_dynamic_patch": 12,
-               "min_dynamic_patch": 1, "use_thumbnail": True, "ps_version": "v2", "select_layer": -1,
+        top = {"downsample_ratio": 0.5, "dynamic_image_size": True, "force_image_size": 448,
+               "max_dynamic_patch": DEFAULT_MAX_TILES, "min_dynamic_patch": 1, "use_thumbnail": True, "ps_version": "v2", "select_layer": -1,
                "template": "internvl2_5", "architectures": ["InternVLChatModel"]}  # fmt: skip
         top.update(_pick(kwargs, _TOP_KEYS))
         text = _llm_config(kwargs.get("text_config") or llm_config)

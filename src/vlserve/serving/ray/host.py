@@ -23,6 +23,7 @@ from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError,
 from ray.util.placement_group import placement_group, remove_placement_group
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy, PlacementGroupSchedulingStrategy
 
+from vlserve.config import ServerConfig
 from vlserve.engines.base import Delta, GenerateRequest, LoadedModelInfo
 from vlserve.errors import EngineError, ModelNotReady, NotFound, VlserveError
 from vlserve.hub import ensure_local
@@ -38,6 +39,7 @@ from vlserve.serving.slots import run_launch, terminate_slot, wait_slot_ready
 log = logging.getLogger(__name__)
 
 _RemoteReplica = ray.remote(ReplicaActor)
+_SERVER = ServerConfig()  # the defaults
 _UNLOAD_TIMEOUT_S = 30.0
 _PROGRESS_EVERY_S = 0.5
 
@@ -45,7 +47,8 @@ _PROGRESS_EVERY_S = 0.5
 class RayHost:
     """A `ModelHost` running each replica as a Ray actor; `ray.init` has been called (see `vlserve.serving.ray`)."""
 
-    def __init__(self, *, placement_timeout_s: float = 60.0, max_restarts: int = 3, cpus_per_replica: float = 1.0,
+    def __init__(self, *, placement_timeout_s: float = _SERVER.placement_timeout_s,
+                 max_restarts: int = _SERVER.ray_max_restarts, cpus_per_replica: float = _SERVER.ray_cpus_per_replica,
                  batching: Coalesce = Coalesce(), fetch_model: FetchModel = ensure_local,
                  owns_ray: bool = False) -> None:  # fmt: skip
         self.placement_timeout_s, self.max_restarts = placement_timeout_s, max_restarts

@@ -1,6 +1,7 @@
 """The server's configuration: one pydantic model whose field descriptions document every setting.
 
-The CLI maps its `vlserve serve` flags onto these fields; `run_server(**fields)` accepts them directly.
+The CLI takes its `vlserve serve` flags from these fields (help and defaults); `run_server(**fields)` accepts them
+directly; the serving layer's limits (InputLimits, AdmissionLimits, the Ray host) take their defaults from them.
 """
 
 from __future__ import annotations
