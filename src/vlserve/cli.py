@@ -394,21 +394,25 @@ def remove_cache(
 @app.command()
 def twin(
     outdir: Annotated[Path, typer.Argument(help="Folder to write the checkpoint into.")],
-    size_in_billions: Annotated[str, typer.Option("--size-in-billions", "-s", help="1, 2, 4, 8, 26, 38 or 78.")],
+    size_in_billions: Annotated[str, typer.Option("--size-in-billions", "-s", help="A size of the model, e.g. 1.")],
     model_format: Annotated[str, typer.Option("--model-format", "-f", help="pytorch or awq.")] = "pytorch",
     full_size: Annotated[bool, typer.Option(help="Real dimensions (random weights) for benchmarks.")] = False,
     seed: Annotated[int, typer.Option(help="Seed of the random weights.")] = 0,
-    model_name: Annotated[str, typer.Option("--model-name", "-n", help="Built-in model family.")] = "InternVL2.5",
+    model_name: Annotated[str, typer.Option("--model-name", "-n", help="A registered model.")] = "InternVL2.5",
 ) -> None:
     """Write an architecture twin: the real config and tokenizer of a checkpoint, random weights,
     dimensions shrunk unless --full-size. Launch it with --model-path OUTDIR."""
     from vlserve.errors import VlserveError
     from vlserve.families import get_family
-    from vlserve.registry import Registry
+    from vlserve.registry import Registry, resolve
 
     try:
-        family = get_family(Registry.default().get(model_name).model_family)
-        path = family.write_twin(size_in_billions, model_format, outdir, full_size=full_size, seed=seed)
+        resolved = resolve(Registry.default(), model_name=model_name, model_engine="Transformers",
+                           model_format=model_format, model_size_in_billions=size_in_billions)  # fmt: skip
+        if resolved.spec.architecture is None:
+            _fail(f"{resolved.describe()} names no reference checkpoint (`architecture`), so it has no twin")
+        family = get_family(resolved.family.model_family)
+        path = family.write_twin(resolved.spec.architecture, outdir, full_size=full_size, seed=seed)
     except VlserveError as exc:
         _fail(exc.message)
     console.print(f"Wrote {path}")

@@ -27,7 +27,8 @@ pytestmark = MARKS
 TOKENS = 24
 # Ordered so the session ends on 1B, which test_vllm_engine.py starts with (one engine start fewer).
 AWQ = "InternVL2_5-8B-AWQ"
-FP32_TWINS = ["InternVL2_5-26B", "InternVL2_5-2B", "InternVL2_5-1B"]  # InternLM2 + 6B-style ViT, InternLM2, Qwen2
+FP32_TWINS = ["InternVL2_5-26B", "InternVL2_5-2B", "InternVL2_5-1B", "InternVL3-1B"]  # InternLM2 + 6B-style ViT,
+# InternLM2, Qwen2, Qwen2.5 with dynamic rope (InternVL3)
 GREEDY = SamplingParams(max_tokens=TOKENS, temperature=0.0, ignore_eos=True)
 
 

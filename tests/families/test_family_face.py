@@ -67,3 +67,10 @@ def test_every_family_answers_the_face(name):
 def test_an_unknown_family_is_refused_with_the_known_ones():
     with pytest.raises(LookupError, match="internvl2_5"):
         get_family("nope")
+
+
+def test_no_two_families_register_the_same_vllm_config_type():
+    """A config `model_type` maps to one config class in transformers' AutoConfig (e.g. every InternVL checkpoint
+    says `internvl_chat`): two implementations may not both claim one."""
+    claimed = [t for name in family_names() for t in get_family(name).vllm_config_types]
+    assert len(claimed) == len(set(claimed))

@@ -71,10 +71,9 @@ class Family(Protocol):
 
     def vllm(self) -> VllmAdapter: ...
 
-    def write_twin(self, size_in_billions: str, model_format: str, outdir: Path, *, full_size: bool = False,
-                   seed: int = 0) -> Path:  # fmt: skip
-        """An architecture twin of this family's spec of that size and format (real config and tokenizer,
-        random weights; dimensions shrunk unless `full_size`)."""
+    def write_twin(self, architecture: str, outdir: Path, *, full_size: bool = False, seed: int = 0) -> Path:
+        """An architecture twin of a registry spec's reference checkpoint (`architecture`): its real config and
+        tokenizer, random weights, dimensions shrunk unless `full_size`."""
         ...
 
 

@@ -69,6 +69,9 @@ class FamilySpec(_Strict):
     model_lang: list[str] = Field(min_length=1)
     model_ability: list[str] = Field(min_length=1)
     model_specs: list[ModelSpec] = Field(min_length=1)
+    sources: list[str] = Field(
+        default_factory=list, description="Where the facts in this file come from (model cards, public configs)."
+    )
 
     @field_validator("model_family")
     @classmethod

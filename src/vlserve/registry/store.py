@@ -28,7 +28,8 @@ def parse_family(text: str | bytes | dict) -> FamilySpec:
 
 def builtin_families() -> dict[str, FamilySpec]:
     folder = resources.files("vlserve.registry") / "families"
-    families = (parse_family(f.read_text(encoding="utf-8")) for f in folder.iterdir() if f.name.endswith(".json"))
+    files = sorted((f for f in folder.iterdir() if f.name.endswith(".json")), key=lambda f: f.name)
+    families = (parse_family(f.read_text(encoding="utf-8")) for f in files)
     return {f.model_name: f for f in families}
 
 

@@ -9,7 +9,6 @@ import torch
 from safetensors import safe_open
 
 from tests.families.internvl2_5.twins_cache import tiny_twin
-from vlserve.errors import SpecNotFound
 from vlserve.families.internvl2_5 import reference, twin
 from vlserve.families.internvl2_5.tokenizer import load_tokenizer
 
@@ -175,12 +174,16 @@ def test_sharded_twin_has_an_index(tmp_path, monkeypatch):
     assert set(index["weight_map"]) == set(expected_tensors(config))
 
 
-def test_twin_for_spec_uses_the_registry(tmp_path):
-    folder = twin.twin_for_spec(8, "AWQ", tmp_path / "t")
-    assert json.loads((folder / "config.json").read_text())[twin.TWIN_KEY]["architecture"] == "InternVL2_5-8B-AWQ"
-    assert twin.architecture_for("1", "pytorch") == "InternVL2_5-1B"
-    with pytest.raises(SpecNotFound, match="choose one of"):
-        twin.architecture_for(3, "pytorch")
+def test_the_twin_verb_uses_the_registry_spec(tmp_path):
+    from typer.testing import CliRunner
+
+    from vlserve.cli import app
+
+    result = CliRunner().invoke(app, ["twin", "-s", "8", "-f", "AWQ", str(tmp_path / "t")])
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "t" / "config.json").read_text())[twin.TWIN_KEY]["architecture"] == "InternVL2_5-8B-AWQ"
+    refused = CliRunner().invoke(app, ["twin", "-s", "3", "-f", "pytorch", str(tmp_path / "u")])
+    assert refused.exit_code == 1 and "sizes are 1, 2, 4, 8, 26, 38, 78" in refused.output
 
 
 def test_reference_accessors():

@@ -40,11 +40,10 @@ class InternVL25:
 
         return vllm_support
 
-    def write_twin(self, size_in_billions: str, model_format: str, outdir: Path, *, full_size: bool = False,
-                   seed: int = 0) -> Path:  # fmt: skip
-        from vlserve.families.internvl2_5.twin import twin_for_spec
+    def write_twin(self, architecture: str, outdir: Path, *, full_size: bool = False, seed: int = 0) -> Path:
+        from vlserve.families.internvl2_5.twin import write_twin
 
-        return twin_for_spec(size_in_billions, model_format, outdir, full_size=full_size, seed=seed)
+        return write_twin(architecture, outdir, full_size=full_size, seed=seed)
 
 
 FAMILY = InternVL25()

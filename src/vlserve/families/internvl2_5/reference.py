@@ -1,4 +1,5 @@
-"""The packaged reference files of the 12 InternVL2.5 checkpoints (everything but the weights).
+"""The packaged reference files of the InternVL checkpoints this family serves (everything but the weights):
+InternVL2.5 (the seed page's 12) and InternVL3 (see SOURCES.md for where each file comes from).
 
 Read through importlib.resources so it works from an installed wheel. `architecture` is the reference
 checkpoint name the registry specs carry, e.g. "InternVL2_5-8B-AWQ".
@@ -27,7 +28,7 @@ def _root() -> Traversable:
 def architectures() -> list[str]:
     """Every reference checkpoint name, sorted by size then AWQ last (1B, 2B, 4B, 4B-AWQ, …)."""
     names = [p.name for p in (_root() / "checkpoints").iterdir() if p.is_dir()]
-    return sorted(names, key=lambda n: (float(n.split("-")[1].rstrip("B")), n.endswith("-AWQ")))
+    return sorted(names, key=lambda n: (float(n.split("-")[1].rstrip("B")), n.endswith("-AWQ"), n))
 
 
 def _checkpoint(architecture: str) -> Traversable:

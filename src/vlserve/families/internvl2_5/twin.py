@@ -26,7 +26,6 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from vlserve.errors import SpecNotFound
 from vlserve.families.internvl2_5 import reference
 from vlserve.families.internvl2_5.twin_layout import TensorSpec, checkpoint_tensors
 
@@ -86,38 +85,6 @@ def write_twin(
     (outdir / "config.json").write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     _write_weights(config, outdir, seed=seed, dtype=dtype)
     return outdir
-
-
-def twin_for_spec(
-    size_in_billions: int | float | str, model_format: str, outdir: Path, *, full_size: bool = False, seed: int = 0
-) -> Path:
-    """CLI entry (`vlserve twin`): the twin of the built-in InternVL2.5 spec with this size and format."""
-    architecture = architecture_for(size_in_billions, model_format)
-    return write_twin(architecture, outdir, full_size=full_size, seed=seed)
-
-
-def architecture_for(size_in_billions: int | float | str, model_format: str) -> str:
-    from vlserve.registry import Registry
-
-    specs = [
-        spec
-        for family in Registry.default().builtins().values()
-        if family.model_family == "internvl2_5"
-        for spec in family.model_specs
-        if spec.architecture
-    ]
-    for spec in specs:
-        if spec.model_format.lower() == model_format.strip().lower() and _same_size(size_in_billions, spec):
-            return spec.architecture
-    choices = ", ".join(f"{s.size_label}B {s.model_format}" for s in specs)
-    raise SpecNotFound(f"no InternVL2.5 twin for {size_in_billions}B {model_format}; choose one of: {choices}")
-
-
-def _same_size(size, spec) -> bool:
-    try:
-        return float(size) == float(spec.model_size_in_billions)
-    except (TypeError, ValueError):
-        return False
 
 
 def _seed_for(seed: int, name: str) -> int:
