@@ -111,11 +111,6 @@ def render_conversation(
     return out.done()
 
 
-def build_prompt(messages: Sequence[ChatMessage], tiles_per_image: Sequence[int] | None = None) -> str:
-    """The Transformers engine's prompt: images expanded to their context tokens (tiles computed if not given)."""
-    return render_conversation(messages).expand(tiles_per_image)
-
-
 def _system_text(messages: Sequence[ChatMessage], default: str) -> str:
     texts = [_plain_text(m) for m in messages if m.role == "system"]
     return "\n".join(texts) if texts else default

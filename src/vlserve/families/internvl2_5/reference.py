@@ -52,10 +52,6 @@ def vision_kind(architecture: str) -> VisionKind:
     return "6b" if load_reference_config(architecture)["vision_config"]["qk_normalization"] else "300m"
 
 
-def is_awq(architecture: str) -> bool:
-    return "quantization_config" in load_reference_config(architecture)["llm_config"]
-
-
 def reference_files(architecture: str) -> dict[str, Traversable]:
     """File name -> packaged file: the checkpoint's JSON files plus its backbone's tokenizer files."""
     folder = _checkpoint(architecture)
