@@ -34,12 +34,19 @@ def launch(server: ServerProcess, twin, **extra) -> list[Ident]:
     added = [p for p in below(server) if p not in before]
     placement = httpx.get(f"{server.url}/v1/models/{response.json()['model_uid']}").json()["placement"]
     replicas = [r["pid"] for r in placement if r["pid"] != server.proc.pid]
-    return list({*added, *(ident(pid) for pid in replicas), *descendants(replicas)})
+    return [p for p in {*added, *(ident(pid) for pid in replicas), *descendants(replicas)} if p is not None]
 
 
 def left(processes: list[Ident]) -> list[str]:
     """Those still running after END_WITHIN_S, by name."""
-    return [f"{p.pid} {Path(f'/proc/{p.pid}/comm').read_text().strip()}" for p in wait_gone(processes, END_WITHIN_S)]
+    return [f"{p.pid} {_name(p.pid)}" for p in wait_gone(processes, END_WITHIN_S)]
+
+
+def _name(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return "(ended just now)"
 
 
 def terminate(server: ServerProcess, uid: str = "InternVL2.5") -> None:

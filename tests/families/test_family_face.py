@@ -62,6 +62,10 @@ def test_every_family_answers_the_face(name):
     adapter = family.transformers()
     assert all(callable(getattr(adapter, verb)) for verb in ("load_model", "empty_model", "load_tokenizer", "encode",
                                                               "stop_token_ids"))  # fmt: skip
+    vllm = family.vllm()  # imports transformers, not vLLM
+    assert vllm.DEFAULT_IMAGE_LIMIT >= 1 and all(
+        callable(getattr(vllm, verb))
+        for verb in ("register_vllm_model", "model_view", "load_tokenizer", "stop_token_ids", "encode"))
 
 
 def test_an_unknown_family_is_refused_with_the_known_ones():

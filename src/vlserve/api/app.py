@@ -14,21 +14,21 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from vlserve import __version__, reaper
+from vlserve.api import ui
 from vlserve.api.auth import ApiKeyMiddleware
-from vlserve.config import ServerConfig
 from vlserve.api.deps import Services
 from vlserve.api.errors import install_error_handler
 from vlserve.api.logs import configure_logging
 from vlserve.api.middleware import BodyLimitMiddleware, RequestContextMiddleware
-from vlserve.api import ui
 from vlserve.api.routes import catalog, cluster, models, openai, ops
+from vlserve.config import ServerConfig
 from vlserve.registry import Registry
+from vlserve.serving.admission import AdmissionLimits
 from vlserve.serving.catalog import CatalogService
 from vlserve.serving.chat import ChatService
+from vlserve.serving.chat_request import InputLimits
 from vlserve.serving.embedded import EmbeddedHost
 from vlserve.serving.host import ModelHost
-from vlserve.serving.admission import AdmissionLimits
-from vlserve.serving.chat_request import InputLimits
 from vlserve.serving.media_fetch import MediaFetcher, MediaPolicy
 from vlserve.serving.metrics import Metrics
 from vlserve.serving.models import ModelService
@@ -107,9 +107,14 @@ def run_server(config: ServerConfig | None = None, **fields: Any) -> None:
 def _own_children(log_format: str) -> None:
     """Clean what a vlserve process that died left behind, then make sure nothing this server starts for a model
     (vLLM's processes, a private Ray cluster) outlives it, however it ends (see vlserve.reaper)."""
-    leftovers = reaper.sweep()
-    if leftovers:
-        logging.getLogger("vlserve.reaper").warning(leftovers.describe())
+    log = logging.getLogger("vlserve.reaper")
+    try:
+        leftovers = reaper.sweep()
+    except Exception:  # cleaning up after another process must never keep this one from starting
+        log.exception("the start-up sweep of leftovers failed")
+    else:
+        if leftovers:
+            log.warning(leftovers.describe())
     reaper.guard_this_process(log_format)
 
 

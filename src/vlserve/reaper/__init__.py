@@ -9,7 +9,7 @@
 Standard library only; see guard.py for why tokens in the environment.
 """
 
-from vlserve.reaper.guard import Scope, guard_this_process, owner_token, tempdir
+from vlserve.reaper.guard import Scope, guard_this_process, tempdir
 from vlserve.reaper.sweep import Leftovers, sweep
 
-__all__ = ["Leftovers", "Scope", "guard_this_process", "owner_token", "sweep", "tempdir"]
+__all__ = ["Leftovers", "Scope", "guard_this_process", "sweep", "tempdir"]

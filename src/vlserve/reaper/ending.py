@@ -8,17 +8,21 @@ token. Standard library only: the watchdog process imports this.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import signal
+import stat
 import tempfile
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
-from vlserve.reaper.proc import Ident, alive, descendants, ident, tagged
+from vlserve.reaper.proc import Ident, alive, boot_id, descendants, ident, mine, tagged
 
-OWNER_FILE = ".vlserve-owner"  # inside a temporary folder of ours: the token of the process it belongs to
+log = logging.getLogger("vlserve.reaper")
+OWNER_FILE = ".vlserve-owner"  # inside a temporary folder of ours: the owner's token, then the boot id
 RECORD_FILE = "processes"  # inside an owner's run folder: "PID START" per line, the processes seen below it
 TEMP_PREFIX = "vlserve-"
 _ROUNDS = 5
@@ -27,7 +31,7 @@ _ROUNDS = 5
 def left_by(token: str, recorded: Iterable[Ident] = ()) -> list[Ident]:
     """The live processes an owner left: those recorded below it, what runs below them now, and those carrying its
     token in their environment."""
-    roots = [p for p in recorded if alive(p)]
+    roots = [p for p in recorded if alive(p) and mine(p.pid)]
     found = {p.pid: p for p in [*roots, *descendants([p.pid for p in roots]), *tagged(token)]}
     found.pop(os.getpid(), None)
     return list(found.values())
@@ -59,6 +63,8 @@ def _signal(victims: Iterable[Ident], sig: signal.Signals) -> None:
                 os.kill(who.pid, sig)
             except ProcessLookupError:
                 pass
+            except PermissionError:  # e.g. it became a set-uid program: not ours to end
+                log.warning("not allowed to signal process %d", who.pid)
 
 
 def wait_gone(processes: Iterable[Ident], timeout_s: float) -> list[Ident]:
@@ -71,22 +77,35 @@ def wait_gone(processes: Iterable[Ident], timeout_s: float) -> list[Ident]:
     return left
 
 
+@dataclass(frozen=True)
+class OwnedFolder:
+    path: Path
+    token: str  # the owner's
+    this_boot: bool  # made since the machine last started (else its owner and processes are long gone)
+
+
 def owned_tempdir(kind: str, token: str) -> Path:
-    """A new temporary folder `vlserve-KIND-...` marked as belonging to `token`'s process, so that it is removed
-    when that process dies without removing it (by its watchdog, or by the next server's start-up sweep)."""
+    """A new temporary folder `vlserve-KIND-...` (mode 0700) marked as belonging to `token`'s process, so that it is
+    removed when that process dies without removing it (by its watchdog, or by the next server's start-up sweep)."""
     path = Path(tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}{kind}-"))
-    (path / OWNER_FILE).write_text(token)
+    (path / OWNER_FILE).write_text(f"{token}\n{boot_id()}\n")
     return path
 
 
-def owned_tempdirs() -> list[tuple[Path, str]]:
-    """Our marked temporary folders and the token each belongs to."""
+def owned_tempdirs() -> list[OwnedFolder]:
+    """Our marked temporary folders: real folders (not links) of this user that nobody else may write, with an
+    owner mark. Anything else is not ours to judge."""
     found = []
     for path in Path(tempfile.gettempdir()).glob(f"{TEMP_PREFIX}*"):
         try:
-            found.append((path, (path / OWNER_FILE).read_text().strip()))
+            info = path.lstat()
+            if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.geteuid() or info.st_mode & 0o077:
+                continue
+            token, _, boot = (path / OWNER_FILE).read_text().partition("\n")
         except OSError:
-            continue  # not ours to judge: no owner mark
+            continue
+        if token.strip() and boot.strip():  # a mark without both is not ours to judge
+            found.append(OwnedFolder(path, token.strip(), boot.strip() == boot_id()))
     return found
 
 
@@ -105,14 +124,17 @@ def read_record(folder: Path) -> list[Ident]:
     return [Ident(int(pid), int(start)) for pid, start in (line.split() for line in lines if line.strip())]
 
 
-def clean_owner(token: str, grace_s: float = 3.0) -> tuple[list[Ident], list[Path]]:
-    """Everything a dead owner left: the processes (from its run folder's record, and by token), then its folders."""
-    folders = [path for path, owner in owned_tempdirs() if owner == token]
-    recorded = [p for folder in folders for p in read_record(folder)]
-    ended = end_left(token, recorded, grace_s)
+def clean_owner(
+    token: str, recorded: Iterable[Ident] = (), grace_s: float = 3.0
+) -> tuple[list[Ident], list[Path]]:
+    """Everything a dead owner left: the processes (`recorded`, its run folder's record, and by token), then its
+    folders. Folders from an earlier boot are only removed: their processes ended with that boot."""
+    folders = [f for f in owned_tempdirs() if f.token == token]
+    recorded = [*recorded, *(p for f in folders if f.this_boot for p in read_record(f.path))]
+    ended = end_left(token, recorded, grace_s) if recorded or any(f.this_boot for f in folders) else []
     for folder in folders:
-        shutil.rmtree(folder, ignore_errors=True)
-    return ended, folders
+        shutil.rmtree(folder.path, ignore_errors=True)
+    return ended, [f.path for f in folders]
 
 
 def me() -> Ident:

@@ -1,5 +1,7 @@
 """What /proc says about a process: its identity (pid + start time, so a reused pid is never mistaken for the
-process it replaced), whether it still runs, its parent, and the vlserve owner tokens in its environment.
+process it replaced), whether it still runs, its parent, its owner (user), and the vlserve owner tokens in its
+environment. A token also names the pid namespace it was made in: a pid means nothing in another one (a container
+seen from its host), so a token from another namespace is never judged.
 
 Standard library only: the watchdog process imports this and nothing heavy.
 """
@@ -25,7 +27,34 @@ class Ident:
 
     @property
     def token(self) -> str:
-        return f"{self.pid}.{self.start}"
+        return f"{pid_namespace()}.{self.pid}.{self.start}"
+
+
+def available() -> bool:
+    """Whether this system has Linux's /proc (without it nothing here can work, and nothing is done)."""
+    return (PROC / "self" / "stat").exists()
+
+
+def pid_namespace() -> int:
+    try:
+        return os.stat(PROC / "self" / "ns" / "pid").st_ino
+    except OSError:
+        return 0
+
+
+def boot_id() -> str:
+    try:
+        return (PROC / "sys" / "kernel" / "random" / "boot_id").read_text().strip()
+    except OSError:
+        return ""
+
+
+def mine(pid: int) -> bool:
+    """Whether the process belongs to this user (nothing of another user is ever signalled)."""
+    try:
+        return os.stat(PROC / str(pid)).st_uid == os.geteuid()
+    except OSError:
+        return False
 
 
 def _stat_fields(pid: int) -> list[str] | None:
@@ -54,11 +83,12 @@ def alive(who: Ident) -> bool:
 
 
 def owner_of(token: str) -> Ident | None:
-    """The process a token names ("PID.START" or "PID.START.SCOPE"), or None for a malformed token."""
+    """The process a token names ("NS.PID.START" or "NS.PID.START.SCOPE"), or None for a malformed token or one
+    made in another pid namespace."""
     parts = token.split(".")
-    if len(parts) < 2 or not (parts[0].isdigit() and parts[1].isdigit()):
+    if len(parts) < 3 or not all(p.isdigit() for p in parts[:3]) or int(parts[0]) != pid_namespace():
         return None
-    return Ident(int(parts[0]), int(parts[1]))
+    return Ident(int(parts[1]), int(parts[2]))
 
 
 def owner_tokens(pid: int) -> tuple[str, ...]:
@@ -86,12 +116,17 @@ def tagged(token: str) -> list[Ident]:
     me = os.getpid()
     found = []
     for pid in pids():
-        if pid != me and token in owner_tokens(pid):
+        if pid != me and mine(pid) and token in owner_tokens(pid):
             who = ident(pid)
             if who is not None and alive(who):
                 found.append(who)
     return found
 
+
+def children(pid: int) -> list[Ident]:
+    """The live processes whose parent is `pid`, now."""
+    found = (ident(child) for child in pids() if parent(child) == pid)
+    return [who for who in found if who is not None and alive(who)]
 
 
 def descendants(roots: list[int]) -> list[Ident]:
@@ -108,7 +143,7 @@ def descendants(roots: list[int]) -> list[Ident]:
             continue
         seen.add(pid)
         who = ident(pid)
-        if who is not None and alive(who):
+        if who is not None and alive(who) and mine(pid):
             found.append(who)
         todo.extend(children.get(pid, ()))
     return found

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from vlserve.reaper.ending import clean_owner, end_left, owned_tempdirs
-from vlserve.reaper.proc import Ident, alive, owner_of, owner_tokens, pids
+from vlserve.reaper.proc import Ident, alive, available, mine, owner_of, owner_tokens, pids
 
 
 @dataclass
@@ -35,16 +35,18 @@ def _dead(token: str) -> bool:
 
 
 def orphan_tokens() -> set[str]:
-    """The tokens of dead owners that some running process still carries."""
+    """The tokens of dead owners that some running process of this user still carries."""
     me = os.getpid()
-    return {t for pid in pids() if pid != me for t in owner_tokens(pid) if _dead(t)}
+    return {t for pid in pids() if pid != me and mine(pid) for t in owner_tokens(pid) if _dead(t)}
 
 
 def sweep() -> Leftovers:
     """End and remove what dead owners left: first by their run folders' records (and tokens), then by the tokens
     that running processes still carry."""
     found = Leftovers()
-    for token in {owner for _, owner in owned_tempdirs() if _dead(owner)}:
+    if not available():
+        return found
+    for token in {f.token for f in owned_tempdirs() if not f.this_boot or _dead(f.token)}:
         ended, folders = clean_owner(token)
         found.processes += ended
         found.folders += folders

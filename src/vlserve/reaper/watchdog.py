@@ -19,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-from vlserve.reaper.ending import clean_owner, read_record, wait_gone, write_record
+from vlserve.reaper.ending import clean_owner, wait_gone, write_record
 from vlserve.reaper.proc import Ident, alive, descendants
 
 log = logging.getLogger("vlserve.reaper")
@@ -47,8 +47,9 @@ class _Owner:
         return not alive(self.who)
 
 
-def record_until_end(owner: Ident, run_dir: Path) -> None:
-    """Keep the run folder's record of the processes below the owner (and of those that were, while they live)."""
+def record_until_end(owner: Ident, run_dir: Path) -> list[Ident]:
+    """Keep the run folder's record of the processes below the owner (and of those that were, while they live);
+    once the owner has ended, the processes recorded last."""
     waiter = _Owner(owner)
     known: dict[int, Ident] = {}
     while True:
@@ -58,10 +59,10 @@ def record_until_end(owner: Ident, run_dir: Path) -> None:
             known = merged
             try:
                 write_record(run_dir, known.values())
-            except OSError:  # the run folder was removed (a sweep judged the owner dead): nothing left to guard
-                return
+            except OSError:  # the folder was removed (a /tmp cleaner): the record in memory still counts
+                pass
         if waiter.ended_within(POLL_S):
-            return
+            return list(known.values())
 
 
 def detach() -> None:
@@ -75,11 +76,11 @@ def detach() -> None:
 def main(argv: list[str]) -> int:
     owner, token, run_dir, log_format = Ident(int(argv[0]), int(argv[1])), argv[2], Path(argv[3]), argv[4]
     detach()
-    for sig in (signal.SIGINT, signal.SIGHUP):
-        signal.signal(sig, signal.SIG_IGN)
-    record_until_end(owner, run_dir)
-    wait_gone(read_record(run_dir), SETTLE_S)
-    ended, removed = clean_owner(token)
+    for sig in (signal.SIGINT, signal.SIGHUP, signal.SIGTERM):  # a stop signal to every process (systemctl stop,
+        signal.signal(sig, signal.SIG_IGN)  # a process-group kill) must not stop the one that cleans up after them
+    recorded = record_until_end(owner, run_dir)
+    wait_gone(recorded, SETTLE_S)
+    ended, removed = clean_owner(token, recorded)
     if ended:
         from vlserve.api.logs import configure_logging
 

@@ -6,7 +6,7 @@ xinference-client expects; `engines` and `model_family` are this project's addit
 
 from __future__ import annotations
 
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -18,6 +18,13 @@ Hub = Literal["huggingface", "modelscope"]
 # Quantization labels as the model page spells them: 16-bit, bitsandbytes 8-bit / 4-bit at load, AWQ checkpoints
 Quantization = Literal["none", "8-bit", "4-bit", "Int4"]
 QUANTIZATIONS: tuple[str, ...] = get_args(Quantization)
+
+
+def _canonical_quantization(value: Any) -> Any:
+    """Quantization labels in any letter case ("int4", "NONE") as the model page spells them."""
+    if isinstance(value, str):
+        return next((q for q in QUANTIZATIONS if q.lower() == value.strip().lower()), value)
+    return value
 
 
 class _Strict(BaseModel):
@@ -36,6 +43,18 @@ class ModelSpec(_Strict):
     architecture: str | None = Field(
         default=None, description="Reference checkpoint the family package uses for twins (e.g. InternVL2_5-1B)."
     )
+
+    @field_validator("quantizations", mode="before")
+    @classmethod
+    def _quantization_spelling(cls, values: Any) -> Any:
+        return [_canonical_quantization(v) for v in values] if isinstance(values, list) else values
+
+    @field_validator("engines", mode="before")
+    @classmethod
+    def _engine_quantization_spelling(cls, engines: Any) -> Any:
+        if not isinstance(engines, dict):
+            return engines
+        return {e: [_canonical_quantization(v) for v in q] if isinstance(q, list) else q for e, q in engines.items()}
 
     @field_validator("engines")
     @classmethod

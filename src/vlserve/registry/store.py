@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -12,6 +13,8 @@ from pydantic import ValidationError
 from vlserve import settings
 from vlserve.errors import NotFound, RegistrationError
 from vlserve.registry.schema import FamilySpec
+
+log = logging.getLogger(__name__)
 
 
 def parse_family(text: str | bytes | dict) -> FamilySpec:
@@ -47,10 +50,18 @@ class Registry:
         return _BUILTINS
 
     def user_families(self) -> dict[str, FamilySpec]:
+        """The stored registrations; one this version cannot read is left out (and logged), not fatal."""
         if not self.folder.is_dir():
             return {}
-        families = (parse_family(p.read_text(encoding="utf-8")) for p in sorted(self.folder.glob("*.json")))
-        return {f.model_name: f for f in families}
+        families = {}
+        for path in sorted(self.folder.glob("*.json")):
+            try:
+                family = parse_family(path.read_text(encoding="utf-8"))
+            except (OSError, RegistrationError) as exc:
+                log.warning("skipping the stored registration %s: %s", path, getattr(exc, "message", exc))
+                continue
+            families[family.model_name] = family
+        return families
 
     def families(self) -> dict[str, FamilySpec]:
         return {**self.builtins(), **self.user_families()}

@@ -3,8 +3,9 @@ batching (one decode forward for all running sequences).
 
 Layout: `options` (launch options), `placement` (device/dtype/multi-GPU split, bitsandbytes), `kv_cache` (slot KV
 cache), `attention` (grouped-query decode attention), `sampler`, `detok` (streaming text, stop strings),
-`scheduler` (the batching loop), `engine` (the Engine protocol). Model-family knowledge comes from
-the family's Transformers adapter (`vlserve.families.get_family(name).transformers()`). torch/transformers are imported only when a model is created or loaded.
+`scheduler` (the batching loop), `engine` (the Engine protocol). Model-family knowledge comes from the family's
+Transformers adapter (`vlserve.families.get_family(name).transformers()`). torch/transformers are imported only
+when a model is created or loaded.
 """
 
 from __future__ import annotations

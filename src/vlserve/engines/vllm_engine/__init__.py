@@ -2,7 +2,8 @@
 
 Layout: `options` (launch options, validated), `requests` (engine-neutral request -> vLLM prompt + sampling, vLLM
 outputs -> deltas), `engine` (the Engine protocol over AsyncLLM), `torchvision_shim` (why torchvision imports on
-the CPU install). Model-family knowledge comes from the family's vLLM adapter (`vlserve.families.get_family(name).vllm()`).
+the CPU install). Model-family knowledge comes from the family's vLLM adapter
+(`vlserve.families.get_family(name).vllm()`).
 vllm, torch and transformers are imported only when an engine is created or loaded; this module stays stdlib-only
 because the torchvision shim's .pth hook imports the package at every interpreter start.
 """

@@ -60,7 +60,8 @@ def _text_config(llm: dict[str, Any]):
     from transformers import LlamaConfig, Qwen2Config
 
     arch = (llm.get("architectures") or ["?"])[0]
-    common = {"tie_word_embeddings": bool(llm.get("tie_word_embeddings", False)), "rope_parameters": rope_parameters(llm)}
+    tied = bool(llm.get("tie_word_embeddings", False))
+    common = {"tie_word_embeddings": tied, "rope_parameters": rope_parameters(llm)}
     if arch == "Qwen2ForCausalLM":
         kwargs = {k: llm[k] for k in QWEN2_KEYS if llm.get(k) is not None}
         return Qwen2Config(**kwargs, **common)

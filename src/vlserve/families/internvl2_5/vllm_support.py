@@ -116,8 +116,9 @@ class InternVLChatConfig(PreTrainedConfig):
 
     def __init__(self, vision_config: Any = None, llm_config: Any = None, **kwargs: Any) -> None:
         top = {"downsample_ratio": 0.5, "dynamic_image_size": True, "force_image_size": 448,
-               "max_dynamic_patch": DEFAULT_MAX_TILES, "min_dynamic_patch": 1, "use_thumbnail": True, "ps_version": "v2", "select_layer": -1,
-               "template": "internvl2_5", "architectures": ["InternVLChatModel"]}  # fmt: skip
+               "max_dynamic_patch": DEFAULT_MAX_TILES, "min_dynamic_patch": 1, "use_thumbnail": True,
+               "ps_version": "v2", "select_layer": -1, "template": "internvl2_5",
+               "architectures": ["InternVLChatModel"]}  # fmt: skip
         top.update(_pick(kwargs, _TOP_KEYS))
         text = _llm_config(kwargs.get("text_config") or llm_config)
         super().__init__(dtype=kwargs.get("dtype") or kwargs.get("torch_dtype"))

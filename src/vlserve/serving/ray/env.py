@@ -20,6 +20,7 @@ import shutil
 import sys
 
 from vlserve import reaper
+
 _DEFAULTS = {"RAY_USAGE_STATS_ENABLED": "0"}
 
 
