@@ -144,3 +144,27 @@ def test_cluster_auth_progress_instances_and_unknown_uids(http, model_uid):
         assert_openai_error(http.request(method, path), 404, "not_found_error")
     cancel_ready = http.post(f"/v1/models/{model_uid}/cancel")
     assert "finished launching" in assert_openai_error(cancel_ready, 400)["message"]
+
+
+def test_abort_request_stops_a_streaming_answer(xclient, http, model_uid):
+    """xinference-client's abort_request, with the id every chunk of the answer carries."""
+    body = {"model": model_uid, "messages": [{"role": "user", "content": "Talk."}], "max_tokens": 400,
+            "ignore_eos": True, "stream": True, "stream_options": {"include_usage": True}}  # fmt: skip
+    with http.stream("POST", "/v1/chat/completions", json=body) as response:
+        lines = response.iter_lines()
+        first = json.loads(next(line for line in lines if line.startswith("data: "))[6:])
+        assert xclient.abort_request(model_uid, first["id"]) == {}
+        rest = [json.loads(line[6:]) for line in lines if line.startswith("data: {")]
+    assert rest[-1]["usage"]["completion_tokens"] < 400  # cut short, not finished
+    assert xclient.abort_request(model_uid, first["id"]) == {}  # finished: a no-op, as in Xinference
+    with pytest.raises(RuntimeError, match="not running"):
+        xclient.abort_request("no-such-model", "x")
+
+
+def test_supervisor_vllm_supported_and_deletable_files(xclient, http):
+    assert "supervisor_ip" in xclient.get_supervisor_info()
+    supported = xclient.vllm_models()  # a fixed path, registered before /v1/models/{uid}
+    assert set(supported) == {"chat", "generate"} and "InternVL2.5" in supported["chat"]
+    files = xclient.list_deletable_models("InternVL2.5--1B--pytorch--none")
+    assert files == {"model_version": "InternVL2.5--1B--pytorch--none", "worker_ip": None, "paths": []}
+    assert_openai_error(http.get("/v1/cache/models/files"), 400)

@@ -65,6 +65,12 @@ class CatalogService:
                 result[engine] = params
         return result
 
+    def vllm_supported(self) -> dict[str, list[str]]:
+        """Xinference's listing of what the vLLM engine serves: chat models, and text-generation ones (none)."""
+        names = [f.model_name for f in self.registry.families().values()
+                 if any("vLLM" in spec.engines for spec in f.model_specs)]  # fmt: skip
+        return {"chat": names, "generate": []}
+
     # -- cache -------------------------------------------------------------------------------------------------------
 
     def list_cached(self, model_name: str | None = None) -> dict[str, list[dict[str, Any]]]:
@@ -76,6 +82,15 @@ class CatalogService:
             raise InvalidRequest("give model_id (e.g. OpenGVLab/InternVL2_5-1B) or model_version", param="model_id")
         model_files.remove_cached(model_id or self._model_id_of_version(model_version), hub=hub)
         return {"result": True}
+
+    def cached_files(self, model_version: str | None, worker_ip: str | None) -> dict[str, Any]:
+        """Xinference's deletable files of a cached model (what `DELETE /v1/cache/models` would remove)."""
+        if not model_version:
+            raise InvalidRequest("give model_version (name--<size>B--<format>--<quantization>)", param="model_version")
+        model_id = self._model_id_of_version(model_version)
+        folders = [entry.path for entry in model_files.list_cached() if entry.repo_id == model_id]
+        paths = sorted(str(p) for folder in folders for p in [folder, *folder.rglob("*")])
+        return {"model_version": model_version, "worker_ip": worker_ip, "paths": paths}
 
     def _cache_row(self, entry: model_files.CachedModel) -> dict[str, Any]:
         family, spec = self._spec_of_repo(entry.repo_id)

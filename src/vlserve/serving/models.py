@@ -84,6 +84,13 @@ class ModelService:
     def describe(self, uid: str) -> dict[str, Any]:
         return describe(self.host.get(uid))
 
+    async def abort_request(self, uid: str, request_id: str) -> dict[str, Any]:
+        """Stop one request of a model (its id is the completion's `id`); one that has finished is a no-op, as in
+        Xinference. An unknown model is a 404."""
+        self.host.get(uid)
+        await self.host.abort(uid, request_id)
+        return {}
+
     def list_openai(self) -> dict[str, Any]:
         """The OpenAI list shape; xinference-client reads `data[*].id`, the rest is Xinference's description."""
         return {"object": "list", "data": [describe(r) for r in self.host.list()]}

@@ -48,6 +48,13 @@ def list_cached(model_name: str | None = None, s: Services = Depends(services)) 
     return s.catalog.list_cached(model_name)
 
 
+@router.get("/v1/cache/models/files")
+def cached_files(
+    model_version: str | None = None, worker_ip: str | None = None, s: Services = Depends(services)
+) -> dict[str, Any]:
+    return s.catalog.cached_files(model_version, worker_ip)
+
+
 @router.delete("/v1/cache/models")
 def remove_cached(
     model_id: str | None = None, hub: str | None = None, model_version: str | None = None,

@@ -1,5 +1,6 @@
 """Running models, Xinference's way: launch, list (also OpenAI's `GET /v1/models`), describe, progress,
-instances, cancel and terminate."""
+instances, cancel, abort one request, and terminate. The fixed `/v1/models/...` paths are registered before
+`/v1/models/{model_uid}`, so no fixed name is taken for a model uid."""
 
 from __future__ import annotations
 
@@ -30,6 +31,11 @@ async def instances(
     return s.models.instances(model_name=model_name, model_uid=model_uid)
 
 
+@router.get("/v1/models/vllm-supported")
+async def vllm_supported(s: Services = Depends(services)) -> dict[str, list[str]]:
+    return s.catalog.vllm_supported()
+
+
 @router.get("/v1/models/{model_uid}")
 async def describe_model(model_uid: str, s: Services = Depends(services)) -> dict[str, Any]:
     return s.models.describe(model_uid)
@@ -43,6 +49,12 @@ async def launch_progress(model_uid: str, s: Services = Depends(services)) -> di
 @router.post("/v1/models/{model_uid}/cancel")
 async def cancel_launch(model_uid: str, s: Services = Depends(services)) -> None:
     await s.models.cancel(model_uid)
+
+
+@router.post("/v1/models/{model_uid}/requests/{request_id}/abort")
+async def abort_request(model_uid: str, request_id: str, s: Services = Depends(services)) -> dict[str, Any]:
+    """Xinference's abort (its `block_duration` body is accepted and not needed: an id is never reused)."""
+    return await s.models.abort_request(model_uid, request_id)
 
 
 @router.delete("/v1/models/{model_uid}")

@@ -1,4 +1,5 @@
-"""Operations: liveness, readiness, Prometheus metrics, server status, and Xinference's cluster-auth probe."""
+"""Operations: liveness, readiness, Prometheus metrics, server status, and Xinference's cluster-auth probe and
+supervisor info."""
 
 from __future__ import annotations
 
@@ -46,3 +47,9 @@ async def status(s: Services = Depends(services)) -> dict[str, Any]:
 async def cluster_auth(s: Services = Depends(services)) -> dict[str, bool]:
     """xinference-client asks this first (without a key); only when it says auth does the client send its key."""
     return {"auth": bool(s.config.api_keys)}
+
+
+@router.get("/v1/supervisor")
+async def supervisor(s: Services = Depends(services)) -> dict[str, Any]:
+    """Xinference's supervisor info: this server is its own supervisor."""
+    return {"supervisor_ip": f"{s.config.host}:{s.config.port}", "version": __version__}
