@@ -19,7 +19,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from vlserve.reaper.proc import Ident, alive, boot_id, descendants, ident, mine, tagged
+from vlserve.reaper.proc import Ident, alive, boot_id, descendants, mine, tagged
 
 log = logging.getLogger("vlserve.reaper")
 OWNER_FILE = ".vlserve-owner"  # inside a temporary folder of ours: the owner's token, then the boot id
@@ -136,9 +136,3 @@ def clean_owner(
         shutil.rmtree(folder.path, ignore_errors=True)
     return ended, [f.path for f in folders]
 
-
-def me() -> Ident:
-    found = ident(os.getpid())
-    if found is None:  # /proc is not mounted: nothing here can work
-        raise RuntimeError("/proc is not available; vlserve's process guard needs Linux /proc")
-    return found

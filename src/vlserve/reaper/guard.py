@@ -33,8 +33,8 @@ from multiprocessing import resource_tracker
 from pathlib import Path
 
 import vlserve
-from vlserve.reaper.ending import end_left, me, owned_tempdir
-from vlserve.reaper.proc import OWNERS_ENV, Ident, available, children
+from vlserve.reaper.ending import end_left, owned_tempdir
+from vlserve.reaper.proc import OWNERS_ENV, Ident, available, children, me
 
 log = logging.getLogger("vlserve.reaper")
 _lock = threading.RLock()  # os.environ is process-wide: one tagging scope at a time

@@ -71,6 +71,19 @@ def ident(pid: int) -> Ident | None:
     return None if fields is None else Ident(pid, int(fields[19]))
 
 
+def running(pid: int) -> Ident | None:
+    """The process with this pid, if it runs (one read of /proc; a zombie has ended)."""
+    fields = _stat_fields(pid)
+    return None if fields is None or fields[0] == "Z" else Ident(pid, int(fields[19]))
+
+
+def me() -> Ident:
+    found = ident(os.getpid())
+    if found is None:  # /proc is not mounted: nothing here can work
+        raise RuntimeError("/proc is not available; vlserve's process guard needs Linux /proc")
+    return found
+
+
 def parent(pid: int) -> int | None:
     fields = _stat_fields(pid)
     return None if fields is None else int(fields[1])
@@ -117,33 +130,33 @@ def tagged(token: str) -> list[Ident]:
     found = []
     for pid in pids():
         if pid != me and mine(pid) and token in owner_tokens(pid):
-            who = ident(pid)
-            if who is not None and alive(who):
+            who = running(pid)
+            if who is not None:
                 found.append(who)
     return found
 
 
 def children(pid: int) -> list[Ident]:
     """The live processes whose parent is `pid`, now."""
-    found = (ident(child) for child in pids() if parent(child) == pid)
-    return [who for who in found if who is not None and alive(who)]
+    found = (running(child) for child in pids() if parent(child) == pid)
+    return [who for who in found if who is not None]
 
 
 def descendants(roots: list[int]) -> list[Ident]:
     """The live processes below `roots` in the process tree now (the roots themselves excluded)."""
-    children: dict[int, list[int]] = {}
+    by_parent: dict[int, list[int]] = {}
     for pid in pids():
         ppid = parent(pid)
         if ppid is not None:
-            children.setdefault(ppid, []).append(pid)
-    found, todo, seen = [], [c for r in roots for c in children.get(r, ())], set(roots)
+            by_parent.setdefault(ppid, []).append(pid)
+    found, todo, seen = [], [c for r in roots for c in by_parent.get(r, ())], set(roots)
     while todo:
         pid = todo.pop()
         if pid in seen:
             continue
         seen.add(pid)
-        who = ident(pid)
-        if who is not None and alive(who) and mine(pid):
+        who = running(pid)
+        if who is not None and mine(pid):
             found.append(who)
-        todo.extend(children.get(pid, ()))
+        todo.extend(by_parent.get(pid, ()))
     return found
