@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+import pytest_asyncio
 
 from vlserve.registry import ResolvedSpec
 from vlserve.registry.store import builtin_families
@@ -73,3 +74,12 @@ def _run_in_thread(coroutine):
     """Run a coroutine to completion from sync code, even while the test's event loop is running."""
     with ThreadPoolExecutor(max_workers=1) as pool:
         return pool.submit(asyncio.run, coroutine).result()
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def vllm_pool():
+    """The one started vLLM engine at a time (conftest_vllm.POOL), closed at the end of the session."""
+    from conftest_vllm import POOL
+
+    yield POOL
+    await POOL.close()

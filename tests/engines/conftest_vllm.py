@@ -75,3 +75,10 @@ class VllmPool:
 
 
 POOL = VllmPool()
+
+
+def vllm_test(test):
+    """Marks a test that starts vLLM: marked `vllm`, skipped without vLLM, run on the session event loop."""
+    for mark in MARKS:
+        test = mark(test)
+    return test

@@ -15,8 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import pytest_asyncio
-from conftest_vllm import MARKS, POOL
+from conftest_vllm import MARKS
 from PIL import Image
 
 from vlserve.engines.base import GenerateRequest, SamplingParams
@@ -57,12 +56,6 @@ async def tokens(engine, messages, request_id: str) -> tuple[list[int], int]:
         ids += delta.token_ids
         prompt_tokens = delta.prompt_tokens or prompt_tokens
     return ids, prompt_tokens
-
-
-@pytest_asyncio.fixture(scope="session", loop_scope="session")
-async def vllm_pool():
-    yield POOL
-    await POOL.close()
 
 
 def first_step_logprobs(model_dir, messages, dtype):

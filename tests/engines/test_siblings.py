@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import pytest_asyncio
-from conftest_vllm import MARKS, POOL
+from conftest_vllm import vllm_test
 from PIL import Image
 
 from vlserve.engines import get_factory
@@ -63,22 +62,10 @@ async def test_transformers_loads_and_answers(case, twin_dir, resolve_spec):
         await engine.unload()
 
 
-@pytest_asyncio.fixture(scope="session", loop_scope="session")
-async def sibling_pool():
-    yield POOL
-    await POOL.close()
-
-
-def vllm_test(test):
-    for mark in MARKS:  # marked `vllm`, skipped without vLLM, run on the session event loop
-        test = mark(test)
-    return test
-
-
 @pytest.mark.parametrize("case", served("vLLM"), ids=str)
 @vllm_test
-async def test_vllm_loads_and_answers(case, sibling_pool, twin_dir):
+async def test_vllm_loads_and_answers(case, vllm_pool, twin_dir):
     architecture, _ = case
-    engine = await sibling_pool.get(architecture, twin_dir(architecture))
+    engine = await vllm_pool.get(architecture, twin_dir(architecture))
     prompt_tokens, completion_tokens = await answer(engine)
     assert prompt_tokens > 256 and completion_tokens == 3

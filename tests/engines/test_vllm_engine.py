@@ -11,7 +11,7 @@ import asyncio
 import numpy as np
 import pytest
 import pytest_asyncio
-from conftest_vllm import HAVE_VLLM, MARKS, POOL, resolved
+from conftest_vllm import HAVE_VLLM, resolved, vllm_test
 from PIL import Image
 
 from vlserve.engines.base import Delta, GenerateRequest, SamplingParams
@@ -42,21 +42,8 @@ async def answer(engine, messages, sampling=GREEDY, request_id="r") -> list[Delt
     return (await collect(engine, GenerateRequest(request_id, messages, sampling)))[0]
 
 
-def vllm_test(test):
-    """Marks a test that starts vLLM: marked `vllm`, skipped without vLLM, run on the session event loop."""
-    for mark in MARKS:
-        test = mark(test)
-    return test
-
-
 def tokens_of(deltas: list[Delta]) -> list[int]:
     return [t for d in deltas for t in d.token_ids]
-
-
-@pytest_asyncio.fixture(scope="session", loop_scope="session")
-async def vllm_pool():
-    yield POOL
-    await POOL.close()
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session", params=DEEP)
