@@ -1,8 +1,10 @@
 """Bytes and FLOPs of an InternVL2.5 checkpoint, from its original-format config.json alone (never from a loaded
 model, so the theory does not inherit the engine's choices):
 
-- `footprint`: resident bytes the engine should need — LLM decoder linears at 16 bit, or bitsandbytes 8-bit
-  (1 byte/param + one fp32 scale per output row) or NF4 (0.5 byte/param + one fp32 absmax per 64-value block);
+- `footprint`: resident bytes the engine should need — LLM decoder linears at 16 bit; on CPU's default kernels
+  (`cpu_quant torch`) int8 (1 byte/param + one bf16 scale per output row) or int4 (0.5 byte/param + one bf16
+  scale and one bf16 zero per group of 64 inputs of a row); with `cpu_quant bitsandbytes` (and on GPUs)
+  bitsandbytes' 8-bit (1 byte/param + one fp32 scale per row) or NF4 (0.5 byte/param + one fp32 absmax per 64);
   everything else (embeddings, lm_head, norms, biases, vision tower, projector) at 16 bit, as the engine keeps it.
 - `decode_bytes_per_token`: what one batch-1 decode step must read — every decoder weight, the final norm, the
   lm_head, one embedding row and the KV cache so far.
@@ -18,6 +20,7 @@ from typing import Any
 
 BF16 = 2
 NF4_BLOCK = 64
+INT4_GROUP = 64  # the engine's default int4_group_size on CPU
 
 
 @dataclass(frozen=True)
@@ -56,20 +59,26 @@ def _groups(config: dict[str, Any]) -> dict[str, list]:
     return groups
 
 
-def footprint(config: dict[str, Any], quantization: str) -> dict[str, int]:
-    """Bytes by part for quantization none / 8-bit / 4-bit; 'total' included."""
+def footprint(config: dict[str, Any], quantization: str, kernels: str = "torch",
+              int4_group: int = INT4_GROUP) -> dict[str, int]:  # fmt: skip
+    """Bytes by part for quantization none / 8-bit / 4-bit on `kernels` torch or bitsandbytes; 'total' included."""
     groups = _groups(config)
     linears = groups["decoder linears"]
-    params = sum(s.numel for s in linears)
-    if quantization == "8-bit":
-        quantized = {"decoder linears (int8)": params, "row scales (fp32)": 4 * sum(s.shape[0] for s in linears)}
-    elif quantization == "4-bit":
+    params, rows = sum(s.numel for s in linears), sum(s.shape[0] for s in linears)
+    if quantization == "none":
+        quantized = {"decoder linears (bf16)": BF16 * params}
+    elif (quantization, kernels) == ("8-bit", "torch"):
+        quantized = {"decoder linears (int8)": params, "row scales (bf16)": BF16 * rows}
+    elif (quantization, kernels) == ("4-bit", "torch"):
+        groups_of = sum(s.shape[0] * math.ceil(s.shape[1] / int4_group) for s in linears)
+        quantized = {"decoder linears (int4)": params // 2, f"scale + zero per {int4_group} (bf16)": 2 * BF16 * groups_of}
+    elif (quantization, kernels) == ("8-bit", "bitsandbytes"):
+        quantized = {"decoder linears (int8)": params, "row scales (fp32)": 4 * rows}
+    elif (quantization, kernels) == ("4-bit", "bitsandbytes"):
         blocks = sum(math.ceil(s.numel / NF4_BLOCK) for s in linears)
         quantized = {"decoder linears (nf4)": params // 2, "absmax per 64 (fp32)": 4 * blocks}
-    elif quantization == "none":
-        quantized = {"decoder linears (bf16)": BF16 * params}
     else:
-        raise ValueError(f"no footprint model for quantization {quantization!r}")
+        raise ValueError(f"no footprint model for quantization {quantization!r} on {kernels!r}")
     parts = {**quantized, "other weights (bf16)": BF16 * sum(s.numel for s in groups["other 16-bit"])}
     return {**parts, "total": sum(parts.values())}
 

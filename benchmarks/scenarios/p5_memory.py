@@ -21,8 +21,9 @@ from benchmarks.scenarios import Context
 from benchmarks.stats import Figure, within
 
 ID, TITLE = "P5", "Resident memory of the full-size 1B arch: bf16, 8-bit, 4-bit"
-BASELINE = ("theoretical footprint: decoder linears at 16 bit / int8 + fp32 row scales / nf4 + fp32 absmax per "
-            "64; embeddings, lm_head, norms, biases, vision tower and projector at bf16")  # fmt: skip
+BASELINE = ("theoretical footprint (CPU's default kernels): decoder linears at 16 bit / int8 + bf16 row scales / "
+            "int4 + bf16 scale and zero per 64 inputs of a row; embeddings, lm_head, norms, biases, vision tower and "
+            "projector at bf16")  # fmt: skip
 MIB = 1024**2
 
 

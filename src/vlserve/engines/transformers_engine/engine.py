@@ -66,8 +66,7 @@ class TransformersEngine:
             int4_linear=int4.factory_for(where.dtype) if self.resolved.quantization == "Int4" else None,
         )  # fmt: skip
         model = pl.dispatch(model, device_map)
-        if self.resolved.quantization in BNB_QUANTIZATIONS:
-            pl.quantize_bnb(model.model.language_model.layers, self.resolved.quantization, where.dtype)
+        kernels = self._quantize(model, where)
         if cpu_gemm is not None:
             cpu_linears.prepare(model, cpu_gemm)
         parts = _model_parts(model)
@@ -81,8 +80,28 @@ class TransformersEngine:
         return LoadedModelInfo(
             max_model_len=opts.max_model_len, device=where.device, dtype=where.dtype_name,
             extra={"quantization": self.resolved.quantization, "max_batch_size": opts.max_batch_size,
-                   "n_gpu": where.n_gpu, "device_map": bool(device_map), "cpu_gemm": cpu_gemm},
+                   "n_gpu": where.n_gpu, "device_map": bool(device_map), "cpu_gemm": cpu_gemm,
+                   "quant_kernels": kernels},
         )  # fmt: skip
+
+    def _quantize(self, model, where) -> str | None:
+        """`8-bit` / `4-bit`: the decoder's linears onto torch's weight-only kernels on CPU (weight_only.py), else
+        bitsandbytes. Returns which kernels run them (None when the spec is not quantized at load)."""
+        from vlserve.engines.transformers_engine import placement as pl
+        from vlserve.engines.transformers_engine import weight_only
+
+        quantization, opts = self.resolved.quantization, self.options
+        if quantization not in BNB_QUANTIZATIONS:
+            return None
+        layers = model.model.language_model.layers
+        if where.device != "cpu" or opts.cpu_quant == "bitsandbytes":
+            pl.quantize_bnb(layers, quantization, where.dtype)
+            return "bitsandbytes"
+        dynamic = opts.cpu_quant == "auto"
+        weight_only.quantize_decoder(layers, quantization, group_size=opts.int4_group_size, dynamic=dynamic)
+        if opts.quantize_lm_head:
+            model.lm_head = weight_only.quantize_head(model.lm_head, dynamic=dynamic)
+        return _kernels_name(quantization, where.dtype, opts.int4_group_size, dynamic)
 
     async def unload(self) -> None:
         scheduler, self.scheduler = self.scheduler, None
@@ -178,3 +197,10 @@ def _slot_cache(parts, dtype, options: EngineOptions):
     devices = [next(layer.parameters()).device for layer in parts.language_model.layers]
     return SlotKVCache(devices, text.num_key_value_heads, head_dim, dtype,
                        slots=options.max_batch_size, max_len=options.max_model_len)  # fmt: skip
+
+
+def _kernels_name(quantization: str, dtype, group_size: int, dynamic: bool) -> str:
+    """What runs the decoder's quantized products on CPU, as the model's description shows it."""
+    from vlserve.engines.transformers_engine import int8
+
+    return f"int8 {int8.kernel_for(dtype, dynamic)}" if quantization == "8-bit" else f"int4 g{group_size} torch"

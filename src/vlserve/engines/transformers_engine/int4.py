@@ -5,12 +5,21 @@ so a 4-bit checkpoint stays ~4-bit in memory and decode reads a quarter of the b
 loader hands over (q, zero points, scales) per layer, rows = output features.
 
 tinygemm dequantizes w = (q - 8) * scale + zero with a *float* zero per (group, column); an integer zero point z
-(w = (q - z) * scale) is the same weight with zero = (8 - z) * scale.
+(w = (q - z) * scale) is the same weight with zero = (8 - z) * scale. `Int4Linear.quantize` makes such a layer from
+a 16-bit weight (the `4-bit` quantization on CPU): per group, the 16 levels span exactly [min, max], whose float zero
+an integer zero point could only round to.
+
+On CPU the kernel also runs prefill-sized inputs. Tried and dropped: ZenDNN's weight-only int4 product on a copy
+repacked per call (`zentorch_woq_linear`) gave wrong results from the second call on, because zentorch caches its
+reordered weights by address and a freed temporary's address comes back; a persistent repacked copy would double
+the layer's memory.
 """
 
 from __future__ import annotations
 
 import torch
+
+from vlserve.engines.transformers_engine.int8 import PREFILL_ROWS
 
 GROUP_SIZES = (32, 64, 128, 256)
 INNER_K_TILES = (8, 4, 2)  # the packing's K tiling; the largest that divides K is used
@@ -33,14 +42,16 @@ def supported(out_features: int, in_features: int, group_size: int, device: torc
 
 
 class Int4Linear(torch.nn.Module):
-    """y = x Wᵀ + b with W held as 4-bit groups in tinygemm's packed layout; activations run in bfloat16."""
+    """y = x Wᵀ + b with W held as 4-bit groups in tinygemm's packed layout; activations run in `dtype` (bfloat16
+    unless made by `quantize`; on CUDA the kernel takes bfloat16 only)."""
 
     def __init__(
         self, packed: torch.Tensor, scales_and_zeros: torch.Tensor, *, in_features: int, out_features: int,
-        group_size: int, bias: torch.nn.Parameter | None,
+        group_size: int, bias: torch.nn.Parameter | None, dtype: torch.dtype = torch.bfloat16,
     ) -> None:  # fmt: skip
         super().__init__()
         self.in_features, self.out_features, self.group_size = in_features, out_features, group_size
+        self.dtype = dtype
         self.register_buffer("packed", packed)
         self.register_buffer("scales_and_zeros", scales_and_zeros)
         self.bias = bias
@@ -57,6 +68,42 @@ class Int4Linear(torch.nn.Module):
             raise ValueError(f"int4 kernels do not take [{out_features}, {in_features}] g{group_size} on {device}")
         step = scales.float()
         float_zero = (8 - zeros.float()) * step
+        return cls._packed(q, step, float_zero, group_size=group_size, device=device, bias=bias)
+
+    @classmethod
+    def quantize(
+        cls, weight: torch.Tensor, *, group_size: int, bias: torch.Tensor | None = None,
+        clip_ratios: tuple[float, ...] = (1.0,),
+    ) -> Int4Linear:  # fmt: skip
+        """Asymmetric 4-bit groups of `group_size` input features from a 16-bit CPU weight [out, in]; computes in
+        the weight's dtype. Per group, the 16 levels span [min, max] shrunk about its middle by whichever of
+        `clip_ratios` gives the least squared error. The caller checks `supported` first."""
+        out_features, in_features = weight.shape
+        w = weight.detach().float().reshape(out_features, in_features // group_size, group_size)
+        low, high = w.amin(dim=-1), w.amax(dim=-1)
+        middle, half = (high + low) / 2, (high - low) / 2
+        best_low, best_step, best_error = low, ((high - low) / 15).clamp_min(1e-12), None
+        for ratio in clip_ratios:
+            lo = middle - half * ratio
+            step = (2 * half * ratio / 15).clamp_min(1e-12)
+            q = torch.round((w - lo[..., None]) / step[..., None]).clamp_(0, 15)
+            error = (q * step[..., None] + lo[..., None] - w).square_().sum(dim=-1)
+            better = error < best_error if best_error is not None else torch.ones_like(error, dtype=torch.bool)
+            best_low, best_step = torch.where(better, lo, best_low), torch.where(better, step, best_step)
+            best_error = error if best_error is None else torch.minimum(error, best_error)
+        q = torch.round((w - best_low[..., None]) / best_step[..., None]).clamp_(0, 15).reshape(out_features, -1)
+        return cls._packed(q, best_step, best_low + 8 * best_step, group_size=group_size, device=weight.device,
+                           bias=None if bias is None else torch.nn.Parameter(bias.detach(), requires_grad=False),
+                           dtype=weight.dtype)  # fmt: skip
+
+    @classmethod
+    def _packed(
+        cls, q: torch.Tensor, step: torch.Tensor, float_zero: torch.Tensor, *, group_size: int,
+        device: torch.device | str, bias: torch.nn.Parameter | None, dtype: torch.dtype = torch.bfloat16,
+    ) -> Int4Linear:  # fmt: skip
+        """q int [out, in] in 0..15; step and float zero [out, groups]: w = (q - 8) * step + zero."""
+        out_features, in_features = q.shape
+        device = torch.device(device)
         scales_and_zeros = torch.stack([step, float_zero], dim=-1).transpose(0, 1).contiguous()  # [groups, out, 2]
         tiles = _inner_k_tiles(in_features)
         q = q.to(torch.int32)
@@ -66,12 +113,21 @@ class Int4Linear(torch.nn.Module):
         else:
             packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(q.contiguous(), tiles)
         return cls(
-            packed, scales_and_zeros.to(device=device, dtype=torch.bfloat16), in_features=in_features,
-            out_features=out_features, group_size=group_size, bias=bias,
+            packed, scales_and_zeros.to(device=device, dtype=dtype), in_features=in_features,
+            out_features=out_features, group_size=group_size, bias=bias, dtype=dtype,
         )  # fmt: skip
 
+    def dequantized(self) -> torch.Tensor:
+        """The weight this layer multiplies by, in float32 [out, in] (tests compare against it)."""
+        eye = torch.eye(self.in_features, dtype=self.dtype, device=self.packed.device)
+        bias, self.bias = self.bias, None
+        try:  # in pieces below PREFILL_ROWS, the decode sizes
+            return torch.cat([self.forward(rows) for rows in eye.split(PREFILL_ROWS - 1)]).float().t().contiguous()
+        finally:
+            self.bias = bias
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        flat = x.reshape(-1, self.in_features).to(torch.bfloat16).contiguous()
+        flat = x.reshape(-1, self.in_features).to(self.dtype).contiguous()
         if self.packed.device.type == "cuda":
             y = torch.ops.aten._weight_int4pack_mm(flat, self.packed, self.group_size, self.scales_and_zeros)
         else:

@@ -10,6 +10,7 @@ from vlserve.engines.options import LaunchOptionsBase, dtype_name
 
 Dtype = Literal["bfloat16", "float16", "float32"]
 CpuGemm = Literal["auto", "zendnn", "onednn", "torch"]  # see cpu_linears.py
+CpuQuant = Literal["auto", "weight_only", "bitsandbytes"]  # see weight_only.py
 
 
 def _whole(minimum: int) -> BeforeValidator:
@@ -43,6 +44,15 @@ class EngineOptions(LaunchOptionsBase):
     max_model_len: Annotated[int, _whole(16)] = Field(16384, description="Prompt + output tokens per sequence.")
     num_threads: Annotated[int | None, _whole(1)] = Field(None, description="torch threads on CPU; unset: torch's.")
     cpu_gemm: CpuGemm = Field("auto", description="Library for 16-bit linears on CPU (cpu_linears.py).")
+    cpu_quant: CpuQuant = Field(
+        "auto", description="Kernels of 8-bit/4-bit on CPU, quantized at load (weight_only.py): auto (8-bit: "
+        "ZenDNN's int8 product with activations quantized per row where usable, fastest; else weight-only), "
+        "weight_only (torch's int8/int4 kernels, activations stay 16-bit), bitsandbytes (slow on CPU). GPUs always "
+        "use bitsandbytes.")
+    int4_group_size: Literal[32, 64, 128, 256] = Field(
+        64, description="4-bit on CPU: input features per int4 group (smaller: more accurate, larger: faster).")
+    quantize_lm_head: bool = Field(
+        False, description="8-bit/4-bit on CPU: the lm_head too, as int8 (faster decode, int8 error in the logits).")
 
     @field_validator("dtype", mode="before")
     @classmethod
@@ -60,6 +70,19 @@ class EngineOptions(LaunchOptionsBase):
         if text.isdigit():
             return f"cuda:{text}"
         raise ValueError(f"{value!r} is not valid; use cpu, cuda or cuda:<index>")
+
+    @field_validator("cpu_quant", mode="before")
+    @classmethod
+    def _cpu_quant(cls, value: Any) -> Any:
+        return "auto" if value in (None, "") else _one_of(str(value).lower(), CpuQuant, "is not valid")
+
+    @field_validator("int4_group_size", mode="before")
+    @classmethod
+    def _group(cls, value: Any) -> Any:
+        text = str(value).strip()
+        if not text.isdigit() or int(text) not in (32, 64, 128, 256):
+            raise ValueError(f"must be one of 32, 64, 128, 256 (got {value!r})")
+        return int(text)
 
     @field_validator("cpu_gemm", mode="before")
     @classmethod

@@ -1,0 +1,202 @@
+"""`8-bit` / `4-bit` on CPU's weight-only kernels (weight_only.py, int8.py, int4.py): each layer equals its
+dequantized weight's product, rows do not depend on their batch, every pytorch size's twin loads and answers, and
+the logits' error is no worse than bitsandbytes' on the same weights."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tests.engines.test_transformers_engine import answer, ask, image
+from vlserve.engines.base import SamplingParams
+from vlserve.engines.transformers_engine.int4 import Int4Linear
+from vlserve.engines.transformers_engine.int8 import Int8Linear
+from vlserve.engines.transformers_engine.weight_only import CLIP_RATIOS, quantize_decoder
+
+PYTORCH_SIZES = ["InternVL2_5-1B", "InternVL2_5-2B", "InternVL2_5-4B", "InternVL2_5-8B", "InternVL2_5-26B",
+                 "InternVL2_5-38B", "InternVL2_5-78B"]  # fmt: skip
+
+
+def _linear(out_features: int, in_features: int, dtype: torch.dtype, bias: bool = True, seed: int = 0):
+    torch.manual_seed(seed)
+    linear = torch.nn.Linear(in_features, out_features, bias=bias)
+    torch.nn.init.normal_(linear.weight, std=0.02)
+    return linear.to(dtype)
+
+
+def _quantized(kind: str, linear: torch.nn.Linear, group_size: int = 64):
+    if kind == "int8":
+        return Int8Linear.from_linear(linear)
+    return Int4Linear.quantize(linear.weight.data, group_size=group_size, bias=linear.bias, clip_ratios=CLIP_RATIOS)
+
+
+# ---------------------------------------------------------------- layers
+
+
+def _as_multiplied(layer, x: torch.Tensor) -> torch.Tensor:
+    """The activations the kernel multiplies: ZenDNN's int8 product quantizes each row (absmax / 127) first."""
+    if getattr(layer, "kernel", None) != "zendnn":
+        return x
+    step = x.float().abs().amax(dim=-1, keepdim=True) / 127
+    return torch.round(x.float() / step) * step
+
+
+@pytest.mark.parametrize("kind", ["int8", "int4"])
+def test_prefill_sized_inputs_use_the_same_weight(kind):
+    """From PREFILL_ROWS rows on, int8 may multiply another way (the weight widened to 16 bit): same weight, same
+    result within bf16 rounding."""
+    from vlserve.engines.transformers_engine.int8 import PREFILL_ROWS
+
+    linear = _linear(1152, 896, torch.bfloat16)
+    layer = _quantized(kind, linear)
+    x = torch.randn(PREFILL_ROWS + 5, 896, dtype=torch.bfloat16)
+    expected = _as_multiplied(layer, x).double() @ layer.dequantized().double().t() + linear.bias.double()
+    assert (layer(x).double() - expected).abs().max() <= 2e-2 * expected.abs().max()
+
+
+@pytest.mark.parametrize("kind", ["int8", "int4"])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+@pytest.mark.parametrize("shape", [(256, 128), (1152, 896), (896, 4864)])
+def test_layer_equals_its_dequantized_weight(kind, dtype, shape):
+    """x Wqᵀ + b in float64 from the dequantized weight: the kernel's result differs only by its dtype's rounding."""
+    linear = _linear(*shape, dtype)
+    layer = _quantized(kind, linear)
+    x = torch.randn(5, shape[1], dtype=dtype)
+    expected = _as_multiplied(layer, x).double() @ layer.dequantized().double().t() + linear.bias.double()
+    got = layer(x).double()
+    scale = expected.abs().max().item()
+    tolerance = 2e-2 if dtype == torch.bfloat16 else 1e-5  # a few bf16 roundings of the inputs and the output
+    assert (got - expected).abs().max().item() <= tolerance * scale
+    assert layer(x).dtype == dtype and layer(x[None]).shape == (1, 5, shape[0])
+
+
+def test_quantization_error_is_that_of_the_format():
+    """int8: within half a step of its row. int4: without clipping, within half a step of its group's 16 levels
+    over [min, max]; with the clip search, each group's squared error is no larger than without."""
+    linear = _linear(896, 256, torch.float32, bias=False)
+    weight = linear.weight.detach()
+    int8_error = (Int8Linear.from_linear(linear).dequantized() - weight).abs()
+    assert (int8_error <= weight.abs().amax(dim=1, keepdim=True) / 127 / 2 + 1e-7).all()
+
+    groups = weight.reshape(896, -1, 64)
+    step = (groups.amax(-1) - groups.amin(-1)) / 15
+
+    def group_errors(clip_ratios):
+        layer = Int4Linear.quantize(weight, group_size=64, clip_ratios=clip_ratios)
+        return (layer.dequantized() - weight).reshape(896, -1, 64)
+
+    plain, clipped = group_errors((1.0,)), group_errors(CLIP_RATIOS)
+    assert (plain.abs().amax(-1) <= step / 2 + 1e-6).all()
+    assert (clipped.pow(2).sum(-1) <= plain.pow(2).sum(-1) + 1e-9).all()
+    assert clipped.pow(2).sum() < plain.pow(2).sum() * 0.98  # and the search finds better ranges somewhere
+
+
+@pytest.mark.parametrize("kind", ["int8", "int4"])
+def test_rows_do_not_depend_on_their_batch(kind):
+    """As the bf16 path: the same row gives the same bits alone or among 2, 4 or 9 rows, at any position."""
+    linear = _linear(1152, 896, torch.bfloat16)
+    layer = _quantized(kind, linear)
+    rows = torch.randn(9, 896, dtype=torch.bfloat16)
+    full = layer(rows)
+    for batch in (1, 2, 4, 9):
+        for start in range(0, 9 - batch + 1):
+            assert torch.equal(layer(rows[start : start + batch]), full[start : start + batch]), (batch, start)
+
+
+def test_decoder_is_fused_then_quantized():
+    """q/k/v and gate/up become one int8/int4 product each, as the bf16 path fuses them."""
+    from vlserve.engines.transformers_engine.fused import Slice
+
+    class Attention(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.q_proj, self.k_proj, self.v_proj = (_linear(n, 128, torch.bfloat16, seed=n) for n in (128, 64, 64))
+            self.o_proj = _linear(128, 128, torch.bfloat16, bias=False)
+
+    for quantization, kind in (("8-bit", Int8Linear), ("4-bit", Int4Linear)):
+        layers = torch.nn.ModuleList([Attention()])
+        x = torch.randn(3, 128, dtype=torch.bfloat16)
+        before = [getattr(layers[0], n)(x) for n in ("q_proj", "k_proj", "v_proj")]
+        assert quantize_decoder(layers, quantization) == 2  # the fused q/k/v product and o_proj
+        attention = layers[0]
+        assert isinstance(attention.q_proj, Slice) and isinstance(attention.q_proj.shared.linear, kind)
+        assert isinstance(attention.o_proj, kind)
+        after = [getattr(attention, n)(x) for n in ("q_proj", "k_proj", "v_proj")]
+        for b, a in zip(before, after, strict=True):
+            assert ((a.float() - b.float()).norm() / b.float().norm()) < (0.02 if kind is Int8Linear else 0.15)
+
+
+# ---------------------------------------------------------------- the engine
+
+
+@pytest.mark.parametrize("quantization", ["8-bit", "4-bit"])
+@pytest.mark.parametrize("architecture", PYTORCH_SIZES)
+async def test_every_pytorch_size_loads_and_answers_quantized(engine_for, architecture, quantization):
+    engine = engine_for(architecture, quantization, dtype="bfloat16")
+    kind = Int8Linear if quantization == "8-bit" else Int4Linear
+    layer = engine.model.model.language_model.layers[0]
+    assert isinstance(layer.mlp.down_proj, kind) and isinstance(layer.self_attn.q_proj.shared.linear, kind)
+    assert not any(isinstance(m, (Int8Linear, Int4Linear)) for m in engine.model.model.vision_tower.modules())
+    from vlserve.engines.transformers_engine import int8
+
+    expected = f"int8 {int8.kernel_for(torch.bfloat16)}" if quantization == "8-bit" else "int4 g64 torch"
+    assert engine.info.extra["quant_kernels"] == expected
+    deltas = await answer(engine, ask("Hi", image(21)), SamplingParams(max_tokens=4, ignore_eos=True))
+    assert deltas[-1].finish_reason == "length" and deltas[-1].completion_tokens == 4
+
+
+@pytest.mark.parametrize("quantization", ["8-bit", "4-bit"])
+async def test_batched_equals_solo_quantized(engine_for, quantization):
+    import asyncio
+
+    from tests.engines.test_transformers_engine import GREEDY, tokens_of
+
+    engine = engine_for("InternVL2_5-1B", quantization, dtype="bfloat16")
+    alone = await answer(engine, ask("Hi", image(22)), GREEDY)
+    together = await asyncio.gather(*(answer(engine, ask("Hi", image(22)), GREEDY, f"q{i}") for i in range(3)))
+    assert all(tokens_of(d) == tokens_of(alone) for d in together)
+
+
+async def test_lm_head_quantized_on_request(engine_for):
+    engine = engine_for("InternVL2_5-1B", "8-bit", dtype="bfloat16", quantize_lm_head=True)
+    assert isinstance(engine.model.lm_head, Int8Linear)
+    deltas = await answer(engine, ask("Hi", image(23)), SamplingParams(max_tokens=3, ignore_eos=True))
+    assert deltas[-1].completion_tokens == 3
+
+
+def _logits(engine, prompt_ids: list[int], pixels: torch.Tensor) -> torch.Tensor:
+    """Last-position logits of one prefill, as the scheduler runs it (float32)."""
+    from transformers import DynamicCache
+
+    model = engine.model
+    with torch.inference_mode():
+        cache = DynamicCache(config=model.config.get_text_config())
+        out = model(input_ids=torch.tensor([prompt_ids]), pixel_values=pixels.to(model.dtype),
+                    past_key_values=cache, use_cache=True, logits_to_keep=1)  # fmt: skip
+    return out.logits[0, -1].float()
+
+
+@pytest.mark.parametrize(("quantization", "cpu_quant", "margin"), [
+    ("4-bit", "auto", 1.0), ("8-bit", "weight_only", 1.10), ("8-bit", "auto", 1.25)])
+def test_logit_error_against_bitsandbytes(engine_for, quantization, cpu_quant, margin):
+    """Same twin weights, three prompts with images; error = mean of ‖logits − float32 logits‖ / ‖float32 logits‖.
+
+    4-bit: int4 with clipped groups of 64 is below NF4 (measured 0.125 vs 0.155): no worse, no margin.
+    8-bit weight-only: the int8 weights are bitsandbytes' own (absmax per row); measured 0.0113 vs 0.0102, within
+    10%. 8-bit `auto` on ZenDNN also quantizes activations per row, without LLM.int8's 16-bit outlier columns:
+    measured 0.0123, ~20% above bitsandbytes: the trade the fast path makes, stated in weight_only.py and the
+    README; this test holds it there (where ZenDNN is not usable, `auto` is the weight-only path)."""
+    reference = engine_for("InternVL2_5-1B", "none", dtype="float32")
+    prompts = [reference.family.encode(reference.tokenizer, ask(text, image(seed)))
+               for seed, text in ((24, "Describe the picture."), (3, "What is this?"), (7, "Hi"))]  # fmt: skip
+    exact = [_logits(reference, p.input_ids, p.pixel_values) for p in prompts]
+
+    def error(quant: str, **options) -> float:
+        engine = engine_for("InternVL2_5-1B", quant, dtype="bfloat16", **options)
+        errors = [(_logits(engine, p.input_ids, p.pixel_values) - x).norm() / x.norm() for p, x in zip(prompts, exact)]
+        return float(sum(errors) / len(errors))
+
+    ours = error(quantization, **({} if cpu_quant == "auto" else {"cpu_quant": cpu_quant}))
+    theirs, bf16 = error(quantization, cpu_quant="bitsandbytes"), error("none")
+    assert bf16 < ours, "quantization adds error on top of bf16's"
+    assert ours <= theirs * margin, f"{quantization} {cpu_quant}: ours {ours:.4f} vs bitsandbytes {theirs:.4f}"
