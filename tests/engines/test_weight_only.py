@@ -43,13 +43,14 @@ def _as_multiplied(layer, x: torch.Tensor) -> torch.Tensor:
 
 @pytest.mark.parametrize("kind", ["int8", "int4"])
 def test_prefill_sized_inputs_use_the_same_weight(kind):
-    """From PREFILL_ROWS rows on, int8 may multiply another way (the weight widened to 16 bit): same weight, same
-    result within bf16 rounding."""
+    """From PREFILL_ROWS (int8) / WIDEN_ROWS (int4) rows on, a product may be computed another way (the weight
+    widened to 16 bit): same weight, same result within bf16 rounding."""
+    from vlserve.engines.transformers_engine.int4 import WIDEN_ROWS
     from vlserve.engines.transformers_engine.int8 import PREFILL_ROWS
 
     linear = _linear(1152, 896, torch.bfloat16)
     layer = _quantized(kind, linear)
-    x = torch.randn(PREFILL_ROWS + 5, 896, dtype=torch.bfloat16)
+    x = torch.randn(max(PREFILL_ROWS, WIDEN_ROWS) + 5, 896, dtype=torch.bfloat16)
     expected = _as_multiplied(layer, x).double() @ layer.dequantized().double().t() + linear.bias.double()
     assert (layer(x).double() - expected).abs().max() <= 2e-2 * expected.abs().max()
 

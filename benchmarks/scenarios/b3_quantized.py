@@ -1,0 +1,87 @@
+"""B3/B4/B5: `8-bit` and `4-bit` against bf16 on CPU (full-size 1B architecture, Transformers engine, in-process),
+and against llama.cpp on the same architecture (issue #18). One engine at a time, bf16 first, all in one run:
+
+- B3: batch-1 decode tok/s (a text prompt, B1's measure: tokens after the first over the time after the first),
+  8-bit / bf16 (target ≥ 1.4×) and 4-bit / bf16 (target ≥ 1.8×), launch defaults; reported beside them: 8-bit
+  with `cpu_quant weight_only`, and both with `quantize_lm_head`.
+- B4: aggregate output tok/s of P2's workload (8 concurrent requests, one 1-tile image each), quantized / bf16
+  (target ≥ 1.0× each).
+- TTFT of a 13-tile image, quantized / bf16 (target ≤ 1.15×; full profile only).
+- B5: vlserve's batch-1 decode against llama.cpp's (`llama-bench` tg, 2 threads) on the language model converted by
+  llama.cpp's own converter: bf16 vs bf16, 8-bit vs q8_0, 4-bit vs q4_0 (target ≥ 1.0×, reported); skipped with
+  the reason where llama.cpp is not built (benchmarks/build_llama_cpp.sh).
+"""
+
+from __future__ import annotations
+
+from benchmarks import llama_cpp, models
+from benchmarks.inprocess import InProcessEngine
+from benchmarks.load import run_engine
+from benchmarks.results import ScenarioResult
+from benchmarks.scenarios import Context
+from benchmarks.stats import Figure, at_least, at_most, ratios
+from benchmarks.workload import PROMPTS, RequestSpec, image_mix, text_mix, thirteen_tile_size
+
+ID, TITLE = "B3", "Quantized decode on CPU: 8-bit / 4-bit vs bf16 (B3, B4) and vs llama.cpp (B5), full-size 1B"
+BASELINE = "bf16 on the same engine (B3/B4); llama.cpp llama-bench bf16 / q8_0 / q4_0, 2 threads (B5)"
+VARIANTS = (("bf16", "none", {}), ("8-bit", "8-bit", {}), ("4-bit", "4-bit", {}),
+            ("8-bit weight-only", "8-bit", {"cpu_quant": "weight_only"}),
+            ("8-bit + int8 lm_head", "8-bit", {"quantize_lm_head": True}),
+            ("4-bit + int8 lm_head", "4-bit", {"quantize_lm_head": True}))  # fmt: skip
+DECODE_ONLY = ("8-bit weight-only", "8-bit + int8 lm_head", "4-bit + int8 lm_head")  # reported beside the targets
+PEERS = {"bf16": "bf16", "8-bit": "q8_0", "4-bit": "q4_0"}
+TARGETS = {"8-bit": 1.4, "4-bit": 1.8}
+
+
+def run(ctx: Context) -> ScenarioResult:
+    cfg, model = ctx.config, models.full_size(ctx.work_dir)
+    result = ScenarioResult(ID, TITLE, BASELINE)
+    decode, batch8, ttft, kernels = {}, {}, {}, {}
+    for label, quantization, options in VARIANTS:
+        with InProcessEngine(model, quantization, **options) as engine:
+            kernels[label] = engine.info.extra.get("quant_kernels") or engine.info.extra.get("cpu_gemm")
+            run_engine(engine, text_mix(1, 4), 1)  # warm-up
+            decode[label] = [1 / run_engine(engine, text_mix(1, cfg.b1_max_tokens), 1).requests[0].inter_token_s
+                             for _ in range(cfg.repeats)]  # fmt: skip
+            if label not in DECODE_ONLY:
+                specs = image_mix(cfg.p2_requests, cfg.b1_max_tokens, max_tiles=1)
+                batch8[label] = [run_engine(engine, specs, cfg.p2_requests).tokens_per_s for _ in range(cfg.repeats)]
+                if not cfg.quick:
+                    spec = RequestSpec(PROMPTS[0], 1, thirteen_tile_size(), max_tiles=12)
+                    ttft[label] = [run_engine(engine, [spec], 1).median_ttft for _ in range(cfg.repeats)]
+        ctx.log(f"B3 {label}: decode {decode[label][0]:.1f} tok/s ({kernels[label]})")
+    for label, target in TARGETS.items():
+        result.check(Figure.of(f"B3 batch-1 decode {label} / bf16", "×", ratios(decode[label], decode["bf16"])),
+                     at_least(target))  # fmt: skip
+    for label in DECODE_ONLY:
+        result.check(Figure.of(f"B3 batch-1 decode {label} / bf16", "×", ratios(decode[label], decode["bf16"])))
+    for label in TARGETS:
+        result.check(Figure.of(f"B4 batch-8 1-tile aggregate {label} / bf16", "×",
+                               ratios(batch8[label], batch8["bf16"])), at_least(1.0))  # fmt: skip
+        if ttft:
+            result.check(Figure.of(f"13-tile TTFT {label} / bf16", "×", ratios(ttft[label], ttft["bf16"])),
+                         at_most(1.15, "×"))  # fmt: skip
+    _peer(ctx, result, model, decode)
+    for label, samples in decode.items():
+        result.add(Figure.of(f"{label}: batch-1 decode ({kernels[label]})", "tok/s", samples))
+    for label, samples in batch8.items():
+        result.add(Figure.of(f"{label}: batch-8 aggregate output", "tok/s", samples))
+    for label, samples in ttft.items():
+        result.add(Figure.of(f"{label}: 13-tile TTFT", "s", samples))
+    result.notes.append(f"decode after a text prompt, {cfg.b1_max_tokens} output tokens; batch 8: "
+                        f"{cfg.p2_requests} concurrent 1-tile image requests of {cfg.b1_max_tokens} tokens")  # fmt: skip
+    return result
+
+
+def _peer(ctx: Context, result: ScenarioResult, model, decode: dict[str, list[float]]) -> None:
+    why_not = llama_cpp.available()
+    if why_not:
+        result.notes.append(f"B5 skipped: {why_not}")
+        return
+    files = llama_cpp.ggufs(model.path, ctx.work_dir)
+    for label, peer in PEERS.items():
+        theirs = llama_cpp.decode_tok_s(files[peer], ctx.config.b1_max_tokens, repetitions=ctx.config.repeats)
+        result.check(Figure.of(f"B5 batch-1 decode vlserve {label} / llama.cpp {peer}", "×",
+                               ratios(decode[label], theirs)), at_least(1.0))  # fmt: skip
+        result.add(Figure.of(f"llama.cpp {peer}: tg{ctx.config.b1_max_tokens}, 2 threads", "tok/s", theirs))
+        ctx.log(f"B5 llama.cpp {peer}: {theirs[0]:.1f} tok/s")
