@@ -74,13 +74,15 @@ def _how_to_run() -> list[str]:
         "python -m benchmarks run                 # full profile: rewrites this file (about an hour on a quiet 2-core machine)",
         "python -m benchmarks run --quick         # every CPU scenario, reduced (under 10 min)",
         "python -m benchmarks run --only P3,P5    # some scenarios only (the report then holds only those)",
+        "benchmarks/build_llama_cpp.sh            # once: builds llama.cpp, B5's peer (else B5 is skipped)",
         "benchmarks/gpu_p7.sh                     # P7, on a machine with a CUDA GPU and vLLM",
         "benchmarks/gpu_check.sh                  # Transformers engine on a GPU: tests + figures (RESULTS-GPU.md)",
         "```", "",
         ("Models are written by the harness itself into `benchmarks/.work/` (git-ignored): the InternVL2.5-1B twin "
          "and the full-size 1B architecture with random weights. P4 needs vLLM importable by the interpreter given "
-         "with `--vllm-python` (default: this one). Server logs and `results-<profile>.json` land in "
-         "`benchmarks/.work/`."), "",
+         "with `--vllm-python` (default: this one); B5 needs llama.cpp built from llama-cpp-python's source package "
+         "(the script above, ~10 min; its converter makes the GGUF files of the same architecture). Server logs and "
+         "`results-<profile>.json` land in `benchmarks/.work/`."), "",
     ]  # fmt: skip
 
 

@@ -110,3 +110,20 @@ async def test_transformers_and_vllm_give_the_same_greedy_tokens(vllm_pool, engi
         agree = next((i for i, (a, b) in enumerate(zip(expected, got)) if a != b), TOKENS)
         print(f"\n{architecture} float32 {name}: {agree}/{TOKENS} tokens agree")
         assert agree == TOKENS, f"{name}: tokens differ from position {agree}: {expected} vs {got}"
+
+
+async def test_raw_prompts_give_the_same_greedy_tokens(vllm_pool, engine_for, twin_dir):
+    """/v1/completions' raw text (no template, no images) through both engines: the same tokens in, the same
+    greedy tokens out (1B, which the test above ends on: no engine restart)."""
+    architecture = "InternVL2_5-1B"
+    reference = engine_for(architecture, "none", dtype="float32")
+    vllm = await vllm_pool.get(architecture, twin_dir(architecture), "float32")
+    for i, text in enumerate(["The capital of France is", "def add(a, b):\n    return 中文"]):
+        results = []
+        for name, engine in (("hf", reference), ("vllm", vllm)):
+            ids, prompt_tokens = [], 0
+            async for delta in engine.generate(GenerateRequest(f"raw-{name}-{i}", (), GREEDY, prompt=text)):
+                ids += delta.token_ids
+                prompt_tokens = delta.prompt_tokens or prompt_tokens
+            results.append((ids, prompt_tokens))
+        assert results[0] == results[1] and len(results[0][0]) == TOKENS

@@ -273,6 +273,23 @@ async def test_a_request_failing_after_its_prefill_leaves_no_cache_slot_behind(e
     assert all(tokens_of(d) == tokens_of(alone) for d in together) and len(tokens_of(alone)) == GREEDY.max_tokens
 
 
+@pytest.mark.parametrize("architecture", ["InternVL2_5-1B", "InternVL2_5-2B"])
+async def test_a_raw_prompt_is_its_own_tokens(engine_for, architecture):
+    """GenerateRequest.prompt (/v1/completions): the text's tokens with the tokenizer's own BOS (InternLM2 has one,
+    Qwen2 none), no template; a prompt of no tokens at all (empty text, no BOS) is refused."""
+    from vlserve.engines.base import raw_prompt_ids
+
+    engine = engine_for(architecture)
+    deltas = (await collect(engine, GenerateRequest("raw", (), GREEDY, prompt="Hello there")))[0]
+    expected = raw_prompt_ids(engine.tokenizer, "Hello there")
+    assert deltas[-1].prompt_tokens == len(expected) and len(tokens_of(deltas)) >= 1
+    has_bos = engine.tokenizer.bos_token_id is not None and architecture.endswith("2B")
+    assert (expected[0] == engine.tokenizer.bos_token_id) == has_bos
+    if not has_bos:
+        with pytest.raises(InvalidRequest, match="empty"):
+            await collect(engine, GenerateRequest("raw-empty", (), GREEDY, prompt=""))
+
+
 # ---------------------------------------------------------------- quantization and options
 
 

@@ -252,6 +252,38 @@ async def test_deep_twins_answer_an_image(deep_engine):
     assert deep_engine.info.device == "cpu"
 
 
+def test_cache_options_reach_vllm_only_when_set():
+    from vlserve.engines.vllm_engine.options import LaunchOptions
+
+    assert LaunchOptions.parse({}).cache_arguments() == {}
+    options = LaunchOptions.parse({"enable_prefix_caching": "true", "mm_processor_cache_gb": "0.5",
+                                   "enable_chunked_prefill": False})  # fmt: skip
+    assert options.cache_arguments() == {"enable_prefix_caching": True, "mm_processor_cache_gb": 0.5,
+                                         "enable_chunked_prefill": False}  # fmt: skip
+    with pytest.raises(InvalidRequest, match="mm_processor_cache_gb"):
+        LaunchOptions.parse({"mm_processor_cache_gb": -1})
+
+
+@vllm_test
+async def test_prefix_and_image_caches_keep_greedy_tokens(vllm_pool, twin_dir):
+    """A follow-up turn about the same image (the conversation resent, as clients do) answers the same greedy
+    tokens with vLLM's prefix caching and image cache on as with the defaults."""
+    first_turn = ask("Describe.", image(30))
+    sampling = SamplingParams(max_tokens=8, temperature=0.0, ignore_eos=True)
+
+    async def two_turns(engine) -> tuple[list[int], list[int]]:
+        one = await answer(engine, first_turn, sampling, "t1")
+        history = (*first_turn, ChatMessage.text("assistant", "".join(d.text for d in one)),
+                   ChatMessage.text("user", "And the colours?"))  # fmt: skip
+        return tokens_of(one), tokens_of(await answer(engine, history, sampling, "t2"))
+
+    default = await two_turns(await vllm_pool.get("InternVL2_5-1B", twin_dir("InternVL2_5-1B")))
+    cached_engine = await vllm_pool.get("InternVL2_5-1B", twin_dir("InternVL2_5-1B"), enable_prefix_caching=True,
+                                        mm_processor_cache_gb=1)  # fmt: skip
+    assert await two_turns(cached_engine) == default
+    assert await two_turns(cached_engine) == default  # and again, every prefix now cached
+
+
 @vllm_test
 async def test_a_dead_engine_core_fails_requests_with_engine_dead(vllm_pool, twin_dir):
     """vLLM's engine core runs in its own process; when it dies, requests fail with EngineDead (the host then marks

@@ -201,3 +201,20 @@ def test_logit_error_against_bitsandbytes(engine_for, quantization, cpu_quant, m
     theirs, bf16 = error(quantization, cpu_quant="bitsandbytes"), error("none")
     assert bf16 < ours, "quantization adds error on top of bf16's"
     assert ours <= theirs * margin, f"{quantization} {cpu_quant}: ours {ours:.4f} vs bitsandbytes {theirs:.4f}"
+
+
+def test_quantization_options_are_validated(twin_dir, resolve_spec):
+    from vlserve.engines import get_factory
+    from vlserve.errors import InvalidRequest
+
+    def create(**options):
+        return get_factory("Transformers").create(resolve_spec("InternVL2_5-1B", "4-bit"), twin_dir("InternVL2_5-1B"),
+                                                  options)  # fmt: skip
+
+    with pytest.raises(InvalidRequest, match="use one of auto, weight_only, bitsandbytes"):
+        create(cpu_quant="fast")
+    with pytest.raises(InvalidRequest, match="int4_group_size must be one of 32, 64, 128, 256"):
+        create(int4_group_size="48")
+    engine = create(cpu_quant="WEIGHT_ONLY", int4_group_size="128", quantize_lm_head="true")
+    assert (engine.options.cpu_quant, engine.options.int4_group_size, engine.options.quantize_lm_head) == (
+        "weight_only", 128, True)

@@ -27,6 +27,7 @@ from vlserve.serving.admission import AdmissionLimits
 from vlserve.serving.catalog import CatalogService
 from vlserve.serving.chat import ChatService
 from vlserve.serving.chat_request import InputLimits
+from vlserve.serving.completions import CompletionService
 from vlserve.serving.embedded import EmbeddedHost
 from vlserve.serving.host import ModelHost
 from vlserve.serving.media_fetch import MediaFetcher, MediaPolicy
@@ -54,7 +55,7 @@ def build_services(config: ServerConfig, host: ModelHost | None = None, registry
                        AdmissionLimits.from_config(config))  # fmt: skip
     return Services(
         config=config, host=host, models=ModelService(host, registry), chat=chat,
-        catalog=CatalogService(registry), metrics=metrics,
+        completions=CompletionService(chat), catalog=CatalogService(registry), metrics=metrics,
     )
 
 

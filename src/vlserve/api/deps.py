@@ -10,6 +10,7 @@ from fastapi import Request
 from vlserve.config import ServerConfig
 from vlserve.serving.catalog import CatalogService
 from vlserve.serving.chat import ChatService
+from vlserve.serving.completions import CompletionService
 from vlserve.serving.host import ModelHost
 from vlserve.serving.metrics import Metrics
 from vlserve.serving.models import ModelService
@@ -21,6 +22,7 @@ class Services:
     host: ModelHost
     models: ModelService
     chat: ChatService
+    completions: CompletionService
     catalog: CatalogService
     metrics: Metrics
     started_at: float = field(default_factory=time.time)

@@ -59,9 +59,21 @@ def completion_budget(sampling: SamplingParams, prompt_tokens: int, max_model_le
 
 @dataclass(frozen=True)
 class GenerateRequest:
+    """A chat (`messages`, rendered with the family's template) or, when `prompt` is set, raw text given to the
+    model as it is (`/v1/completions`: the tokenizer's own special tokens, no template, no images)."""
+
     request_id: str
     messages: tuple[ChatMessage, ...]
     sampling: SamplingParams = field(default_factory=SamplingParams)
+    prompt: str | None = None
+
+
+def raw_prompt_ids(tokenizer: Any, prompt: str) -> list[int]:
+    """A raw prompt's token ids, as every engine tokenizes it (with the tokenizer's own BOS where it has one)."""
+    ids = list(tokenizer(prompt, add_special_tokens=True)["input_ids"])
+    if not ids:
+        raise InvalidRequest("the prompt is empty; send some text", param="prompt")
+    return ids
 
 
 @dataclass(frozen=True)

@@ -39,7 +39,7 @@ class PreparedChat:
 
 
 @dataclass
-class _Tally:
+class Tally:
     """Usage and timing of one request, gathered from its deltas."""
 
     started: float = field(default_factory=time.perf_counter)
@@ -90,13 +90,18 @@ class ChatService:
             gate = self._admissions[key] = Admission(record.uid, limits)
         return gate
 
-    async def prepare(self, body: ChatCompletionRequest) -> PreparedChat:
-        """Everything that can fail with a 4xx happens here, before a stream starts."""
-        refuse_unsupported(body)
-        record = self.host.get(body.model)
+    def ready_record(self, uid: str) -> ModelRecord:
+        """The launched model `uid`, ready to serve (else ModelNotReady naming its phase, NotFound if unknown)."""
+        record = self.host.get(uid)
         if record.phase is not Phase.READY or record.info is None:
             detail = f": {record.error}" if record.error else "; wait for it to be ready"
             raise ModelNotReady(f"model {record.uid!r} is {record.phase.value}{detail}", param="model")
+        return record
+
+    async def prepare(self, body: ChatCompletionRequest) -> PreparedChat:
+        """Everything that can fail with a 4xx happens here, before a stream starts."""
+        refuse_unsupported(body)
+        record = self.ready_record(body.model)
         self._admission(record).check()  # refuse an overloaded model before decoding any image
         sampling = to_sampling(body, record.info.max_model_len)
         messages = await MessageConverter(body, record.resolved, self.fetch, self.inputs).convert()
@@ -108,8 +113,8 @@ class ChatService:
         n = chat.request.sampling.n
         texts: list[list[str]] = [[] for _ in range(n)]
         finish: list[str | None] = [None] * n
-        tally = _Tally()
-        async with contextlib.aclosing(self._run(chat, tally)) as deltas:
+        tally = Tally()
+        async with contextlib.aclosing(self.run(chat, tally)) as deltas:
             async for delta in deltas:
                 texts[delta.index].append(delta.text)
                 finish[delta.index] = delta.finish_reason or finish[delta.index]
@@ -124,8 +129,8 @@ class ChatService:
         """Start generating and wait for the first delta, so an error the engine finds in the request (a prompt too
         long, n too large) is still an HTTP error; then return the chunks: the role first (each choice), content
         deltas, a finish chunk per choice, and the usage if asked."""
-        tally = _Tally()
-        deltas = self._run(chat, tally)
+        tally = Tally()
+        deltas = self.run(chat, tally)
         try:
             first = await anext(deltas, None)
         except BaseException:
@@ -134,12 +139,12 @@ class ChatService:
         return self._chunks(chat, tally, deltas, first)
 
     async def _chunks(
-        self, chat: PreparedChat, tally: _Tally, deltas: AsyncIterator[Delta], first: Delta | None
+        self, chat: PreparedChat, tally: Tally, deltas: AsyncIterator[Delta], first: Delta | None
     ) -> AsyncIterator[dict[str, Any]]:
         for i in range(chat.request.sampling.n):
             yield self._chunk(chat, i, {"role": "assistant", "content": ""})
         async with contextlib.aclosing(deltas):
-            async for delta in _prepend(first, deltas):
+            async for delta in prepend(first, deltas):
                 if delta.text:
                     yield self._chunk(chat, delta.index, {"content": delta.text})
                 if delta.finish_reason:
@@ -147,7 +152,9 @@ class ChatService:
         if chat.include_usage:
             yield {**self._envelope(chat, "chat.completion.chunk"), "choices": [], "usage": tally.usage()}
 
-    async def _run(self, chat: PreparedChat, tally: _Tally) -> AsyncIterator[Delta]:
+    async def run(self, chat: PreparedChat, tally: Tally) -> AsyncIterator[Delta]:
+        """One engine request within the model's admission limits; its usage and timing go to `tally` and the
+        metrics."""
         async with self.admission(chat.uid).slot():  # Overloaded when the model's queue is full
             try:
                 async with contextlib.aclosing(self.host.stream(chat.uid, chat.request)) as deltas:
@@ -181,7 +188,7 @@ class ChatService:
         return chunk
 
 
-async def _prepend(first: Delta | None, rest: AsyncIterator[Delta]) -> AsyncIterator[Delta]:
+async def prepend(first: Delta | None, rest: AsyncIterator[Delta]) -> AsyncIterator[Delta]:
     if first is not None:
         yield first
     async for delta in rest:

@@ -97,6 +97,43 @@ class ChatCompletionRequest(_Lenient):
         return stop
 
 
+# -- completions -------------------------------------------------------------------------------------------------
+
+
+class CompletionRequest(_Lenient):
+    """POST /v1/completions: raw text into the model, no chat template (OpenAI's legacy completions)."""
+
+    model: str
+    prompt: str | list[str] | list[int] | list[list[int]] = Field(
+        description="Text, or a list of texts (one set of `n` choices each). Token-id prompts are refused.")
+    suffix: str | None = Field(default=None, description="Refused when set: these models do not fill in the middle.")
+    max_tokens: int | None = Field(default=None, ge=1, description="Tokens to generate per choice (default 16).")
+    temperature: float | None = Field(default=None, ge=0.0, le=2.0)
+    top_p: float | None = Field(default=None, gt=0.0, le=1.0)
+    top_k: int | None = Field(default=None, ge=-1, description="-1 or 0: off.")
+    repetition_penalty: float | None = Field(default=None, gt=0.0, le=2.0)
+    presence_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
+    frequency_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
+    n: int = Field(default=1, ge=1, le=16)
+    best_of: int | None = Field(default=None, ge=1, le=16, description="Only best_of == n (or unset) is served.")
+    echo: bool = Field(default=False, description="Put the prompt before each choice's text.")
+    stop: str | list[str] | None = None
+    seed: int | None = None
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    ignore_eos: bool = False
+    user: str | None = None
+    # known, not supported: refused with a clear 400 when set
+    logprobs: int | None = None
+    logit_bias: dict[str, float] | None = None
+
+    _stop_strings = field_validator("stop")(ChatCompletionRequest._stop_strings.__func__)
+
+    @property
+    def max_completion_tokens(self) -> None:  # what `to_sampling` reads beside max_tokens (a chat-only field)
+        return None
+
+
 # -- Xinference management ---------------------------------------------------------------------------------------
 
 

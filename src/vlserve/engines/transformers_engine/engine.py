@@ -7,10 +7,11 @@ import asyncio
 import copy
 import threading
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from vlserve.engines.base import Delta, GenerateRequest, LoadedModelInfo, completion_budget
+from vlserve.engines.base import Delta, GenerateRequest, LoadedModelInfo, completion_budget, raw_prompt_ids
 from vlserve.engines.transformers_engine.heap import release_freed_heap
 from vlserve.engines.transformers_engine.options import EngineOptions
 from vlserve.engines.transformers_engine.threads import in_own_thread
@@ -21,7 +22,7 @@ if TYPE_CHECKING:
     from vlserve.engines.transformers_engine.scheduler import Job, Scheduler
     from vlserve.registry import ResolvedSpec
 
-BNB_QUANTIZATIONS = ("8-bit", "4-bit")
+QUANTIZED_AT_LOAD = ("8-bit", "4-bit")  # from the 16-bit checkpoint, as the engine loads it
 
 
 class TransformersEngine:
@@ -85,13 +86,13 @@ class TransformersEngine:
         )  # fmt: skip
 
     def _quantize(self, model, where) -> str | None:
-        """`8-bit` / `4-bit`: the decoder's linears onto torch's weight-only kernels on CPU (weight_only.py), else
-        bitsandbytes. Returns which kernels run them (None when the spec is not quantized at load)."""
+        """`8-bit` / `4-bit`: the decoder's linears onto the CPU int8/int4 kernels (weight_only.py), or bitsandbytes
+        on a GPU or when asked. Returns which kernels run them (None when the spec is not quantized at load)."""
         from vlserve.engines.transformers_engine import placement as pl
         from vlserve.engines.transformers_engine import weight_only
 
         quantization, opts = self.resolved.quantization, self.options
-        if quantization not in BNB_QUANTIZATIONS:
+        if quantization not in QUANTIZED_AT_LOAD:
             return None
         layers = model.model.language_model.layers
         if where.device != "cpu" or opts.cpu_quant == "bitsandbytes":
@@ -132,7 +133,7 @@ class TransformersEngine:
         if self.scheduler is None:
             raise ModelNotReady("the model is not loaded yet (or was unloaded); wait for load() to finish")
         loop = asyncio.get_running_loop()
-        encoded = await in_own_thread("vlserve-prep", self._encode, request.messages)  # see threads.py
+        encoded = await in_own_thread("vlserve-prep", self._encode, request)  # see threads.py
         queue: asyncio.Queue[Delta | BaseException | None] = asyncio.Queue()
         job = self._job(request, encoded, _emitter(loop, queue))
         self.scheduler.submit(job)
@@ -154,9 +155,11 @@ class TransformersEngine:
             if not finished and self.scheduler is not None:
                 self.scheduler.abort(request.request_id)
 
-    def _encode(self, messages):
+    def _encode(self, request: GenerateRequest):
         with self._prep_lock:
-            return self.family.encode(self.tokenizer, messages)
+            if request.prompt is not None:
+                return _RawPrompt(raw_prompt_ids(self.tokenizer, request.prompt))
+            return self.family.encode(self.tokenizer, request.messages)
 
     def _job(self, request: GenerateRequest, encoded, emit) -> Job:
         from vlserve.engines.transformers_engine.scheduler import Job
@@ -166,6 +169,14 @@ class TransformersEngine:
             raise InvalidRequest(f"n must be between 1 and {self.options.max_batch_size} (max_batch_size)", param="n")
         max_tokens = completion_budget(sampling, len(encoded.input_ids), self.options.max_model_len)
         return Job(request.request_id, encoded.input_ids, encoded.pixel_values, sampling, max_tokens, emit)
+
+
+@dataclass(frozen=True)
+class _RawPrompt:
+    """A raw prompt's tokens, shaped as the family's encoded prompts are (no images)."""
+
+    input_ids: list[int]
+    pixel_values: None = None
 
 
 def _emitter(loop: asyncio.AbstractEventLoop, queue: asyncio.Queue):

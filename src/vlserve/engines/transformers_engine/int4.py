@@ -148,12 +148,11 @@ class Int4Linear(torch.nn.Module):
         nibble is row j and high nibble row j + 32 of the block (a test checks it against the kernel)."""
         n, k, g = self.out_features, self.in_features, self.group_size
         packed = self.packed.view(n // _PACK_ROWS, k, _PACK_ROWS // 2)
-        w = torch.empty(k, n // _PACK_ROWS, 2, _PACK_ROWS // 2, dtype=self.dtype)
-        w[:, :, 0].copy_((packed & 15).permute(1, 0, 2))
-        w[:, :, 1].copy_((packed >> 4).permute(1, 0, 2))
+        codes = torch.empty(k, n // _PACK_ROWS, 2, _PACK_ROWS // 2, dtype=self.dtype)  # 0..15 are exact in 16 bit
+        codes[:, :, 0].copy_((packed & 15).permute(1, 0, 2))
+        codes[:, :, 1].copy_((packed >> 4).permute(1, 0, 2))
         step, zero = self.scales_and_zeros[..., 0], self.scales_and_zeros[..., 1]  # [groups, out]
-        w = w.view(k // g, g, n).mul_(step[:, None]).add_((zero - 8 * step)[:, None])
-        return w.view(k, n)
+        return torch.addcmul((zero - 8 * step)[:, None], codes.view(k // g, g, n), step[:, None]).view(k, n)
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, group_size={self.group_size}, " \

@@ -50,9 +50,11 @@ class EngineOptions(LaunchOptionsBase):
         "weight_only (torch's int8/int4 kernels, activations stay 16-bit), bitsandbytes (slow on CPU). GPUs always "
         "use bitsandbytes.")
     int4_group_size: Literal[32, 64, 128, 256] = Field(
-        64, description="4-bit on CPU: input features per int4 group (smaller: more accurate, larger: faster).")
+        64, description="4-bit on CPU: input features per int4 group (smaller: more accurate and more memory; the "
+        "kernel's speed is the same for all four). 64 is more accurate than bitsandbytes' NF4.")
     quantize_lm_head: bool = Field(
-        False, description="8-bit/4-bit on CPU: the lm_head too, as int8 (faster decode, int8 error in the logits).")
+        False, description="8-bit/4-bit on CPU: the lm_head too, as int8 (less memory read per step, int8 error in "
+        "the logits; benchmarks B3 reports its speed).")
 
     @field_validator("dtype", mode="before")
     @classmethod

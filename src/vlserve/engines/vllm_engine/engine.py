@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from vlserve import reaper
-from vlserve.engines.base import Delta, GenerateRequest, LoadedModelInfo
+from vlserve.engines.base import Delta, GenerateRequest, LoadedModelInfo, raw_prompt_ids
 from vlserve.engines.vllm_engine.options import LaunchOptions
 from vlserve.engines.vllm_engine.requests import DeltaMaker, check_request, vllm_sampling
 from vlserve.errors import EngineDead, EngineError, InvalidRequest, ModelNotReady
@@ -107,7 +107,7 @@ class VllmEngine:
             gpu_memory_utilization=opts.gpu_memory_utilization, tensor_parallel_size=opts.parallel_size,
             enforce_eager=opts.enforce_eager, limit_mm_per_prompt=self._mm_limits(), max_num_seqs=opts.max_num_seqs,
             seed=opts.seed, kv_cache_memory_bytes=kv_bytes, disable_log_stats=True,
-            distributed_executor_backend=opts.distributed_executor_backend,
+            distributed_executor_backend=opts.distributed_executor_backend, **opts.cache_arguments(),
         )  # fmt: skip
 
     def _mm_limits(self) -> dict[str, int]:
@@ -152,11 +152,16 @@ class VllmEngine:
         if self.llm is None:
             raise ModelNotReady("the model is not loaded yet (or was unloaded); wait for load() to finish")
         loop = asyncio.get_running_loop()
-        prompt = await loop.run_in_executor(self._prep, self.family.encode, self.tokenizer, request.messages)
-        self._check_images(prompt.images)
-        max_tokens = check_request(request.sampling, prompt.prompt_tokens, self.info.max_model_len, self.options.max_num_seqs)
+        if request.prompt is not None:  # raw text: no template, no images
+            ids = await loop.run_in_executor(self._prep, raw_prompt_ids, self.tokenizer, request.prompt)
+            vllm_prompt, prompt_tokens = {"prompt_token_ids": ids}, len(ids)
+        else:
+            prompt = await loop.run_in_executor(self._prep, self.family.encode, self.tokenizer, request.messages)
+            self._check_images(prompt.images)
+            vllm_prompt, prompt_tokens = prompt.as_vllm_prompt(), prompt.prompt_tokens
+        max_tokens = check_request(request.sampling, prompt_tokens, self.info.max_model_len, self.options.max_num_seqs)
         params = vllm_sampling(request.sampling, max_tokens, self.stop_ids)
-        stream = self.llm.generate(prompt.as_vllm_prompt(), params, request.request_id)
+        stream = self.llm.generate(vllm_prompt, params, request.request_id)
         maker, finished = DeltaMaker(), False
         try:
             async for output in stream:

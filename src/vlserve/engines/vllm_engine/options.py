@@ -34,6 +34,17 @@ class LaunchOptions(LaunchOptionsBase):
         "else a quarter of available memory (1..64 GiB)."
     )  # fmt: skip
     seed: int = Field(0, description="Seed of vLLM's sampler for requests without their own seed.")
+    enable_prefix_caching: bool | None = Field(
+        None, description="Reuse the KV of a repeated prompt prefix (image tokens are keyed by the image's content "
+        "hash, so a follow-up turn about the same picture skips its prefill); unset: vLLM's default for the device."
+    )  # fmt: skip
+    mm_processor_cache_gb: float | None = Field(
+        None, ge=0, description="GiB of vLLM's cache of processed images (a repeated image is not re-processed); 0 "
+        "disables it; unset: vLLM's default (4)."
+    )  # fmt: skip
+    enable_chunked_prefill: bool | None = Field(
+        None, description="Split long prefills into chunks scheduled beside running decodes; unset: vLLM's default."
+    )  # fmt: skip
     distributed_executor_backend: Literal["mp", "ray"] | None = Field(
         None, description="How tensor-parallel workers run: mp (processes on this machine) or ray (one Ray worker per "
         "GPU bundle of the replica's placement group, possibly on several nodes; the Ray host sets it for n_gpu > 1)."
@@ -56,6 +67,11 @@ class LaunchOptions(LaunchOptionsBase):
         if bad:
             raise ValueError(f"takes an image count >= 1 (video frames are sent as images), got {bad}")
         return value
+
+    def cache_arguments(self) -> dict[str, Any]:
+        """The prefix / image cache and chunked-prefill engine arguments the user set (unset ones: vLLM's own)."""
+        names = ("enable_prefix_caching", "mm_processor_cache_gb", "enable_chunked_prefill")
+        return {name: getattr(self, name) for name in names if getattr(self, name) is not None}
 
     @property
     def parallel_size(self) -> int:
