@@ -62,7 +62,8 @@ def test_streaming_gives_the_same_text_then_usage(client, model_uid):
     ({"suffix": "end"}, "suffix", "fill in the middle"),
     ({"prompt": [1, 2, 3]}, "prompt", "token ids"),
     ({"prompt": []}, "prompt", "empty list"),
-    ({"logprobs": 2}, "logprobs", "not supported"),
+    ({"logprobs": 2, "echo": True}, "logprobs", "with echo"),
+    ({"logprobs": 21}, "logprobs", "less than or equal to 20"),
     ({"best_of": 3}, "best_of", "best_of 3 differs from n 1"),
     ({"model": "nope"}, "model", "nope"),
 ])  # fmt: skip
@@ -99,3 +100,18 @@ def test_litellm_text_completion(live, model_uid, monkeypatch):
         model=model_uid, prompt="The sky is", max_tokens=4, temperature=0)
     assert response.choices[0].text == direct.choices[0].text
     assert json.loads(response.model_dump_json())["usage"]["prompt_tokens"] == direct.usage.prompt_tokens
+
+
+def test_logprobs_in_the_completions_shape(client, model_uid):
+    completion = client.completions.create(model=model_uid, prompt="Numbers: 1, 2,", max_tokens=4, temperature=0,
+                                           logprobs=2, extra_body={"ignore_eos": True})  # fmt: skip
+    logprobs = completion.choices[0].logprobs
+    assert len(logprobs.tokens) == len(logprobs.token_logprobs) == len(logprobs.top_logprobs) == 4
+    assert "".join(logprobs.tokens) == completion.choices[0].text
+    assert logprobs.text_offset == [sum(len(t) for t in logprobs.tokens[:i]) for i in range(4)]
+    for token, logprob, top in zip(logprobs.tokens, logprobs.token_logprobs, logprobs.top_logprobs, strict=True):
+        assert len(top) <= 2 and max(top.values()) == logprob and top.get(token) == logprob  # greedy: the best
+    chunks = list(client.completions.create(model=model_uid, prompt="Numbers: 1, 2,", max_tokens=4, temperature=0,
+                                            logprobs=2, stream=True, extra_body={"ignore_eos": True}))  # fmt: skip
+    assert [lp for c in chunks if c.choices[0].logprobs for lp in c.choices[0].logprobs.token_logprobs] == \
+        logprobs.token_logprobs  # fmt: skip

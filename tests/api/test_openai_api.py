@@ -165,8 +165,8 @@ def test_errors_are_openai_error_bodies(client, http, model_uid):
                                                                        "tools": [{"type": "function"}]}), 400)
     assert error["param"] == "tools" and "not supported" in error["message"]
     error = assert_openai_error(http.post("/v1/chat/completions", json={"model": model_uid, "messages": ask(),
-                                                                       "logprobs": True}), 400)
-    assert error["param"] == "logprobs"
+                                                                       "top_logprobs": 3}), 400)
+    assert error["param"] == "top_logprobs"
     error = assert_openai_error(http.post("/v1/chat/completions", json={"messages": ask()}), 400)
     assert error["param"] == "model"
     bad_image = http.post("/v1/chat/completions", json={"model": model_uid, "messages": ask(image="data:image/png;base64,AAAA")})
@@ -198,3 +198,20 @@ def test_a_stream_the_engine_refuses_is_an_http_error_not_a_broken_stream(http, 
     body = {"model": model_uid, "messages": ask(), "n": 9, "stream": True}  # the engine batches at most 8
     error = assert_openai_error(http.post("/v1/chat/completions", json=body), 400, "invalid_request_error")
     assert error["param"] == "n" and "max_batch_size" in error["message"]
+
+
+def test_logprobs_and_top_logprobs_stream_and_not(client, model_uid):
+    kwargs = {"model": model_uid, "messages": ask("Name a colour."), "max_tokens": 5, "temperature": 0,
+              "logprobs": True, "top_logprobs": 3, "extra_body": {"ignore_eos": True}}
+    whole = client.chat.completions.create(**kwargs)
+    content = whole.choices[0].logprobs.content
+    assert len(content) == whole.usage.completion_tokens == 5
+    assert "".join(entry.token for entry in content) == whole.choices[0].message.content
+    for entry in content:
+        assert len(entry.top_logprobs) == 3 and entry.logprob <= 0
+        assert [t.logprob for t in entry.top_logprobs] == sorted((t.logprob for t in entry.top_logprobs), reverse=True)
+        assert entry.top_logprobs[0].token == entry.token and entry.bytes == list(entry.token.encode("utf-8"))
+    streamed = [c for c in client.chat.completions.create(**kwargs, stream=True) if c.choices and c.choices[0].logprobs]
+    assert [e.logprob for c in streamed for e in c.choices[0].logprobs.content] == [e.logprob for e in content]
+    plain = client.chat.completions.create(**{**kwargs, "logprobs": None, "top_logprobs": None})
+    assert plain.choices[0].logprobs is None

@@ -127,3 +127,23 @@ async def test_raw_prompts_give_the_same_greedy_tokens(vllm_pool, engine_for, tw
                 prompt_tokens = delta.prompt_tokens or prompt_tokens
             results.append((ids, prompt_tokens))
         assert results[0] == results[1] and len(results[0][0]) == TOKENS
+
+
+async def test_vllm_logprobs_match_the_transformers_engine(vllm_pool, engine_for, twin_dir):
+    """The same greedy tokens carry the same logprobs and top-3 alternatives on both engines (float32 1B twin)."""
+    architecture = "InternVL2_5-1B"
+    messages = conversations()["one image, 7 tiles"]
+    sampling = SamplingParams(max_tokens=6, temperature=0.0, ignore_eos=True, logprobs=3)
+    entries = []
+    for engine in (engine_for(architecture, "none", dtype="float32"),
+                   await vllm_pool.get(architecture, twin_dir(architecture), "float32")):  # fmt: skip
+        got = []
+        async for delta in engine.generate(GenerateRequest(f"lp-{engine.name}", messages, sampling)):
+            got += delta.logprobs
+        entries.append(got)
+    hf, vllm = entries
+    assert [e.token_id for e in hf] == [e.token_id for e in vllm] and len(hf) == 6
+    for a, b in zip(hf, vllm, strict=True):
+        assert abs(a.logprob - b.logprob) < 1e-3 and a.token == b.token
+        assert [i for i, _, _ in a.top] == [i for i, _, _ in b.top]
+        assert max(abs(x - y) for (_, _, x), (_, _, y) in zip(a.top, b.top, strict=True)) < 1e-3

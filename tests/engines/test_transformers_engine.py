@@ -290,6 +290,40 @@ async def test_a_raw_prompt_is_its_own_tokens(engine_for, architecture):
             await collect(engine, GenerateRequest("raw-empty", (), GREEDY, prompt=""))
 
 
+async def test_logprobs_are_the_models_log_softmax(engine_for):
+    """Each output token's logprob and its top alternatives equal log-softmax of the model's own logits at that
+    step (teacher-forced forward over prompt + output, float32), greedy and sampled, batched with a request that
+    asks for none."""
+    import torch
+    from transformers import DynamicCache
+
+    engine = engine_for("InternVL2_5-1B")
+    messages = ask("Describe.", image(25))
+    asked = SamplingParams(max_tokens=6, temperature=0.0, ignore_eos=True, logprobs=3)
+    sampled = SamplingParams(max_tokens=6, temperature=1.0, seed=3, ignore_eos=True, logprobs=0)
+    runs = await asyncio.gather(answer(engine, messages, asked, "lp-greedy"), answer(engine, messages, sampled, "lp-s"),
+                                answer(engine, messages, GREEDY, "lp-none"))  # fmt: skip
+    encoded = engine.family.encode(engine.tokenizer, messages)
+    for deltas, top_k in ((runs[0], 3), (runs[1], 0)):
+        output = tokens_of(deltas)
+        entries = [e for d in deltas for e in d.logprobs]
+        assert [e.token_id for e in entries] == output and all(len(e.top) == top_k for e in entries)
+        ids = torch.tensor([encoded.input_ids + output[:-1]])
+        with torch.inference_mode():
+            logits = engine.model(input_ids=ids, pixel_values=encoded.pixel_values.to(engine.model.dtype),
+                                  past_key_values=DynamicCache(config=engine.model.config.get_text_config())).logits
+        expected = torch.log_softmax(logits[0, len(encoded.input_ids) - 1 :].float(), dim=-1)
+        for step, entry in enumerate(entries):
+            assert abs(entry.logprob - expected[step, entry.token_id].item()) < 1e-4
+            assert entry.token == engine.tokenizer.decode([entry.token_id])
+            if top_k:
+                top = torch.topk(expected[step], top_k)
+                assert [i for i, _, _ in entry.top] == top.indices.tolist()
+                assert max(abs(a - b) for (_, _, a), b in zip(entry.top, top.values.tolist(), strict=True)) < 1e-4
+                assert entry.top[0][0] == entry.token_id  # greedy
+    assert all(not d.logprobs for d in runs[2])
+
+
 # ---------------------------------------------------------------- quantization and options
 
 

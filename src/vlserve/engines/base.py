@@ -35,6 +35,7 @@ class SamplingParams:
     n: int = 1
     ignore_eos: bool = False  # benchmarks: fixed output length
     strict_max_tokens: bool = False  # the caller chose max_tokens: refuse, not shorten, when it does not fit
+    logprobs: int | None = None  # None: off; k >= 0: each output token's logprob and its k most likely alternatives
 
     @property
     def greedy(self) -> bool:
@@ -76,6 +77,20 @@ def raw_prompt_ids(tokenizer: Any, prompt: str) -> list[int]:
     return ids
 
 
+MAX_LOGPROBS = 20  # alternatives per token, as OpenAI allows
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    """One output token's log-probability under the model's next-token distribution (log-softmax of the raw
+    logits, before temperature, penalties or top-k/p), with the `logprobs` most likely tokens of that step."""
+
+    token_id: int
+    token: str  # the token's text
+    logprob: float
+    top: tuple[tuple[int, str, float], ...] = ()  # (id, text, logprob), most likely first
+
+
 @dataclass(frozen=True)
 class Delta:
     """A piece of one choice's output. The last delta of a choice has `finish_reason` set."""
@@ -86,6 +101,7 @@ class Delta:
     finish_reason: FinishReason | None = None
     prompt_tokens: int = 0  # includes image tokens
     completion_tokens: int = 0  # cumulative for this choice
+    logprobs: tuple[TokenLogprob, ...] = ()  # one per token of `token_ids` when the request asked for them
 
 
 @dataclass(frozen=True)

@@ -8,14 +8,14 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from vlserve.engines.base import Delta, GenerateRequest
+from vlserve.engines.base import Delta, GenerateRequest, TokenLogprob
 from vlserve.errors import EngineError, ModelNotReady, VlserveError
 from vlserve.serving.admission import Admission, AdmissionLimits
-from vlserve.serving.chat_request import InputLimits, MessageConverter, refuse_unsupported, to_sampling
+from vlserve.serving.chat_request import InputLimits, MessageConverter, logprobs_asked, refuse_unsupported, to_sampling
 from vlserve.serving.host import ModelHost
 from vlserve.serving.media import Fetcher
 from vlserve.serving.media_fetch import MediaFetcher
@@ -103,7 +103,7 @@ class ChatService:
         refuse_unsupported(body)
         record = self.ready_record(body.model)
         self._admission(record).check()  # refuse an overloaded model before decoding any image
-        sampling = to_sampling(body, record.info.max_model_len)
+        sampling = replace(to_sampling(body, record.info.max_model_len), logprobs=logprobs_asked(body))
         messages = await MessageConverter(body, record.resolved, self.fetch, self.inputs).convert()
         request = GenerateRequest(f"chatcmpl-{uuid.uuid4().hex}", messages, sampling)
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
@@ -113,14 +113,17 @@ class ChatService:
         n = chat.request.sampling.n
         texts: list[list[str]] = [[] for _ in range(n)]
         finish: list[str | None] = [None] * n
+        logprobs: list[list[TokenLogprob]] = [[] for _ in range(n)]
         tally = Tally()
         async with contextlib.aclosing(self.run(chat, tally)) as deltas:
             async for delta in deltas:
                 texts[delta.index].append(delta.text)
+                logprobs[delta.index] += delta.logprobs
                 finish[delta.index] = delta.finish_reason or finish[delta.index]
+        asked = chat.request.sampling.logprobs is not None
         choices = [
             {"index": i, "message": {"role": "assistant", "content": "".join(texts[i])},
-             "finish_reason": finish[i], "logprobs": None}
+             "finish_reason": finish[i], "logprobs": chat_logprobs(logprobs[i]) if asked else None}
             for i in range(n)
         ]
         return {**self._envelope(chat, "chat.completion"), "choices": choices, "usage": tally.usage()}
@@ -145,8 +148,8 @@ class ChatService:
             yield self._chunk(chat, i, {"role": "assistant", "content": ""})
         async with contextlib.aclosing(deltas):
             async for delta in prepend(first, deltas):
-                if delta.text:
-                    yield self._chunk(chat, delta.index, {"content": delta.text})
+                if delta.text or delta.logprobs:
+                    yield self._chunk(chat, delta.index, {"content": delta.text}, logprobs=delta.logprobs)
                 if delta.finish_reason:
                     yield self._chunk(chat, delta.index, {}, delta.finish_reason)
         if chat.include_usage:
@@ -178,11 +181,13 @@ class ChatService:
     def _envelope(self, chat: PreparedChat, kind: str) -> dict[str, Any]:
         return {"id": chat.id, "object": kind, "created": chat.created, "model": chat.uid}
 
-    def _chunk(self, chat: PreparedChat, index: int, delta: dict, finish: str | None = None) -> dict[str, Any]:
+    def _chunk(self, chat: PreparedChat, index: int, delta: dict, finish: str | None = None,
+               logprobs: tuple[TokenLogprob, ...] = ()) -> dict[str, Any]:  # fmt: skip
         chunk = {
             **self._envelope(chat, "chat.completion.chunk"),
-            "choices": [{"index": index, "delta": delta, "finish_reason": finish, "logprobs": None}],
-        }
+            "choices": [{"index": index, "delta": delta, "finish_reason": finish,
+                         "logprobs": chat_logprobs(logprobs) if logprobs else None}],
+        }  # fmt: skip
         if chat.include_usage:
             chunk["usage"] = None
         return chunk
@@ -193,3 +198,13 @@ async def prepend(first: Delta | None, rest: AsyncIterator[Delta]) -> AsyncItera
         yield first
     async for delta in rest:
         yield delta
+
+
+def chat_logprobs(entries: Sequence[TokenLogprob]) -> dict[str, Any]:
+    """OpenAI chat's `logprobs` object: one record per token with its UTF-8 bytes and alternatives."""
+
+    def record(text: str, logprob: float) -> dict[str, Any]:
+        return {"token": text, "logprob": logprob, "bytes": list(text.encode("utf-8"))}
+
+    content = [{**record(e.token, e.logprob), "top_logprobs": [record(t, lp) for _, t, lp in e.top]} for e in entries]
+    return {"content": content, "refusal": None}

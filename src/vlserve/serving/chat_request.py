@@ -42,8 +42,6 @@ _UNSUPPORTED: dict[str, Callable[[Any], bool]] = {
     "tool_choice": lambda v: v not in (None, "none"),
     "functions": bool,
     "function_call": lambda v: v not in (None, "none"),
-    "logprobs": bool,
-    "top_logprobs": bool,
     "response_format": lambda v: bool(v) and v.get("type", "text") != "text",
     "logit_bias": bool,
     "audio": lambda v: v is not None,
@@ -55,6 +53,13 @@ def refuse_unsupported(body: ChatCompletionRequest) -> None:
     for name, is_set in _UNSUPPORTED.items():
         if is_set(getattr(body, name)):
             raise InvalidRequest(f"'{name}' is not supported by this server; remove it from the request", param=name)
+
+
+def logprobs_asked(body: ChatCompletionRequest) -> int | None:
+    """Alternatives per token when the request asks for logprobs, else None (top_logprobs needs logprobs)."""
+    if body.top_logprobs is not None and not body.logprobs:
+        raise InvalidRequest("top_logprobs needs logprobs: true", param="top_logprobs")
+    return (body.top_logprobs or 0) if body.logprobs else None
 
 
 def to_sampling(body: ChatCompletionRequest, max_model_len: int | None) -> SamplingParams:

@@ -11,10 +11,10 @@ import contextlib
 import time
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from vlserve.engines.base import Delta, GenerateRequest
+from vlserve.engines.base import Delta, GenerateRequest, TokenLogprob
 from vlserve.errors import InvalidRequest
 from vlserve.serving.chat import ChatService, PreparedChat, Tally, prepend
 from vlserve.serving.chat_request import to_sampling
@@ -45,9 +45,8 @@ class CompletionService:
         _refuse_unsupported(body)
         record = self.chat.ready_record(body.model)
         self.chat.admission(record.uid).check()
-        sampling = to_sampling(body, record.info.max_model_len)
-        if body.max_tokens is None:
-            sampling = _with_max_tokens(sampling, DEFAULT_MAX_TOKENS)
+        sampling = replace(to_sampling(body, record.info.max_model_len), logprobs=body.logprobs,
+                           max_tokens=body.max_tokens or DEFAULT_MAX_TOKENS)  # fmt: skip
         completion_id = f"cmpl-{uuid.uuid4().hex}"
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         runs = tuple(  # the first prompt's engine request has the completion's id (what an abort names)
@@ -61,10 +60,12 @@ class CompletionService:
         tallies = [Tally() for _ in done.runs]
         outputs = await asyncio.gather(*(self._collect(run, t) for run, t in zip(done.runs, tallies, strict=True)))
         choices = []
-        for p, (texts, finish) in enumerate(outputs):
+        asked = done.runs[0].request.sampling.logprobs is not None
+        for p, (texts, finish, logprobs) in enumerate(outputs):
             for i in range(done.n):
                 text = (done.prompts[p] if done.echo else "") + "".join(texts[i])
-                choices.append({"index": p * done.n + i, "text": text, "logprobs": None, "finish_reason": finish[i]})
+                choices.append({"index": p * done.n + i, "text": text, "finish_reason": finish[i],
+                                "logprobs": completion_logprobs(logprobs[i]) if asked else None})  # fmt: skip
         return {**_envelope(done), "choices": choices, "usage": _usage(tallies)}
 
     async def stream(self, done: PreparedCompletion) -> AsyncIterator[dict[str, Any]]:
@@ -88,20 +89,23 @@ class CompletionService:
                     for i in range(done.n):
                         yield _chunk(done, p * done.n + i, done.prompts[p])
                 async for delta in prepend(head if p == 0 else None, deltas):
-                    if delta.text or delta.finish_reason:
-                        yield _chunk(done, p * done.n + delta.index, delta.text, delta.finish_reason)
+                    if delta.text or delta.finish_reason or delta.logprobs:
+                        yield _chunk(done, p * done.n + delta.index, delta.text, delta.finish_reason, delta.logprobs)
         if done.include_usage:
             yield {**_envelope(done), "choices": [], "usage": _usage(tallies)}
 
-    async def _collect(self, run: PreparedChat, tally: Tally) -> tuple[list[list[str]], list[str | None]]:
+    async def _collect(self, run: PreparedChat, tally: Tally):
+        """Per choice: its text pieces, finish reason and token logprobs."""
         n = run.request.sampling.n
         texts: list[list[str]] = [[] for _ in range(n)]
         finish: list[str | None] = [None] * n
+        logprobs: list[list[TokenLogprob]] = [[] for _ in range(n)]
         async with contextlib.aclosing(self.chat.run(run, tally)) as deltas:
             async for delta in deltas:
                 texts[delta.index].append(delta.text)
+                logprobs[delta.index] += delta.logprobs
                 finish[delta.index] = delta.finish_reason or finish[delta.index]
-        return texts, finish
+        return texts, finish, logprobs
 
 
 def _prompts(body: CompletionRequest) -> tuple[str, ...]:
@@ -122,15 +126,12 @@ def _refuse_unsupported(body: CompletionRequest) -> None:
     if body.best_of is not None and body.best_of != body.n:
         raise InvalidRequest(f"best_of {body.best_of} differs from n {body.n}; this server returns every choice it "
                              "generates, so send best_of equal to n or leave it out", param="best_of")  # fmt: skip
-    for name in ("logprobs", "logit_bias"):
-        if getattr(body, name):
-            raise InvalidRequest(f"'{name}' is not supported by this server; remove it from the request", param=name)
-
-
-def _with_max_tokens(sampling, max_tokens: int):
-    from dataclasses import replace
-
-    return replace(sampling, max_tokens=max_tokens)
+    if body.logit_bias:
+        raise InvalidRequest("'logit_bias' is not supported by this server; remove it from the request",
+                             param="logit_bias")  # fmt: skip
+    if body.echo and body.logprobs is not None:
+        raise InvalidRequest("logprobs with echo (the prompt's logprobs) is not supported; drop one of them",
+                             param="logprobs")  # fmt: skip
 
 
 def _usage(tallies: list[Tally]) -> dict[str, int]:
@@ -142,9 +143,22 @@ def _envelope(done: PreparedCompletion) -> dict[str, Any]:
     return {"id": done.id, "object": "text_completion", "created": done.created, "model": done.uid}
 
 
-def _chunk(done: PreparedCompletion, index: int, text: str, finish: str | None = None) -> dict[str, Any]:
-    chunk = {**_envelope(done), "choices": [{"index": index, "text": text, "logprobs": None, "finish_reason": finish}]}
+def _chunk(done: PreparedCompletion, index: int, text: str, finish: str | None = None,
+           logprobs: tuple[TokenLogprob, ...] = ()) -> dict[str, Any]:  # fmt: skip
+    shaped = completion_logprobs(logprobs) if logprobs else None
+    chunk = {**_envelope(done), "choices": [{"index": index, "text": text, "logprobs": shaped, "finish_reason": finish}]}
     if done.include_usage:
         chunk["usage"] = None
     return chunk
 
+
+
+def completion_logprobs(entries: list[TokenLogprob] | tuple[TokenLogprob, ...]) -> dict[str, Any]:
+    """OpenAI completions' `logprobs` object: parallel lists of tokens, their logprobs, the alternatives (token
+    text -> logprob) and each token's character offset in the choice's text."""
+    offsets, at = [], 0
+    for entry in entries:
+        offsets.append(at)
+        at += len(entry.token)
+    return {"tokens": [e.token for e in entries], "token_logprobs": [e.logprob for e in entries],
+            "top_logprobs": [{t: lp for _, t, lp in e.top} for e in entries], "text_offset": offsets}  # fmt: skip

@@ -80,8 +80,9 @@ class ChatCompletionRequest(_Lenient):
     tool_choice: Any = None
     functions: list[Any] | None = None
     function_call: Any = None
-    logprobs: bool | None = None
-    top_logprobs: int | None = None
+    logprobs: bool | None = Field(default=None, description="Return each output token's log-probability.")
+    top_logprobs: int | None = Field(default=None, ge=0, le=20,
+                                     description="With logprobs: that many most likely alternatives per token.")
     response_format: dict[str, Any] | None = None
     logit_bias: dict[str, float] | None = None
     audio: Any = None
@@ -123,8 +124,9 @@ class CompletionRequest(_Lenient):
     stream_options: StreamOptions | None = None
     ignore_eos: bool = False
     user: str | None = None
+    logprobs: int | None = Field(default=None, ge=0, le=20, description="Each output token's log-probability and "
+                                 "that many most likely alternatives (not with echo).")
     # known, not supported: refused with a clear 400 when set
-    logprobs: int | None = None
     logit_bias: dict[str, float] | None = None
 
     _stop_strings = field_validator("stop")(ChatCompletionRequest._stop_strings.__func__)

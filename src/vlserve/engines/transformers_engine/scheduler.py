@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from vlserve.engines.base import Delta, FinishReason, SamplingParams
+from vlserve.engines.base import Delta, FinishReason, SamplingParams, TokenLogprob
 from vlserve.engines.transformers_engine.decode import DecodeStep
 from vlserve.engines.transformers_engine.detok import IncrementalDetokenizer
 from vlserve.engines.transformers_engine.kv_cache import SlotKVCache
@@ -57,6 +57,7 @@ class Sequence:
     finish: FinishReason | None = None
     pending_text: list[str] = field(default_factory=list)
     last_ids: tuple[int, ...] = ()  # the finishing token, when it is part of the output
+    last_logprobs: tuple[TokenLogprob, ...] = ()  # its logprob, when asked
 
 
 @dataclass(frozen=True)
@@ -187,6 +188,7 @@ class Scheduler:
             pixels = job.pixel_values.to(p.input_device, dtype=p.model.dtype)
         out = p.model(input_ids=ids, pixel_values=pixels, past_key_values=kv, use_cache=True, logits_to_keep=1)
         logits = out.logits[0, -1].float()
+        logprobs = _log_softmax(logits[None]) if job.sampling.logprobs is not None else None
         # Everything that can fail for this request alone (sampler set-up, the first choice) comes before its K/V
         # take cache slots: a slot is freed only through a sequence in the batch, so none may be taken without one.
         seqs, firsts = [], []
@@ -194,12 +196,13 @@ class Scheduler:
             sampler = SequenceSampler.create(job.sampling, job.prompt_ids, p.vocab_size, index, device=logits.device)
             seqs.append(Sequence(job, index, sampler, IncrementalDetokenizer(self.tokenizer, job.sampling.stop)))
             firsts.append(sampler.choose(logits.clone()) if not sampler.plain_greedy else int(logits.argmax()))
+        entries = [self._logprob(logprobs, 0, t, job) if logprobs is not None else None for t in firsts]
         self.cache.add([(layer.keys, layer.values) for layer in kv.layers], copies=job.sampling.n)
         del kv, out
         self.batch.extend(seqs)
         job.running += len(seqs)
-        for seq, token in zip(seqs, firsts, strict=True):
-            self._accept(seq, token)
+        for seq, token, entry in zip(seqs, firsts, entries, strict=True):
+            self._accept(seq, token, entry)
         self._retire_finished()
 
     def _decode_step(self) -> None:
@@ -211,12 +214,15 @@ class Scheduler:
         hidden = p.decode(p.embed(ids), positions, mask, self.cache)
         self.cache.end_step()
         logits = p.lm_head(hidden[:, -1]).float()
+        asking = [row for row, seq in enumerate(self.batch) if seq.job.sampling.logprobs is not None]
+        logprobs = _log_softmax(logits[asking]) if asking else None  # before sampling changes the rows in place
         tokens = self._choose(logits)
         self.steps += 1
-        for seq, token in zip(self.batch, tokens, strict=True):
+        for row, (seq, token) in enumerate(zip(self.batch, tokens, strict=True)):
             if token is not None and not seq.job.failed:
                 try:
-                    self._accept(seq, token)
+                    entry = self._logprob(logprobs, asking.index(row), token, seq.job) if row in asking else None
+                    self._accept(seq, token, entry)
                 except Exception as exc:  # noqa: BLE001 - this request fails, the batch goes on
                     log.exception("request %s failed in decoding", seq.job.request_id)
                     self._fail_job(seq.job, exc)
@@ -249,7 +255,21 @@ class Scheduler:
         job.emit(exc)
         job.emit(None)
 
-    def _accept(self, seq: Sequence, token: int) -> None:
+    def _logprob(self, logprobs: torch.Tensor, row: int, token: int, job: Job) -> TokenLogprob:
+        """Token `token`'s entry from row `row` of log-softmaxed logits, with the job's number of alternatives."""
+        import torch
+
+        values = logprobs[row]
+        top = torch.topk(values, job.sampling.logprobs) if job.sampling.logprobs else None
+        alternatives = () if top is None else tuple(
+            (i, self._token_text(i), v) for i, v in zip(top.indices.tolist(), top.values.tolist(), strict=True)
+        )  # fmt: skip
+        return TokenLogprob(token, self._token_text(token), float(values[token]), alternatives)
+
+    def _token_text(self, token: int) -> str:
+        return self.tokenizer.decode([token])
+
+    def _accept(self, seq: Sequence, token: int, logprob: TokenLogprob | None = None) -> None:
         """Account one sampled token: stop token, stop string, length limit, or text to stream."""
         seq.completion += 1
         if token in self.stop_ids and not seq.job.sampling.ignore_eos:
@@ -263,11 +283,12 @@ class Scheduler:
         elif seq.completion >= seq.job.max_tokens:
             seq.finish = "length"
         seq.next_token = token
+        logprobs = (logprob,) if logprob is not None else ()
         if seq.finish is None:
-            seq.job.emit(Delta(seq.index, text, (token,), None, len(seq.job.prompt_ids), seq.completion))
+            seq.job.emit(Delta(seq.index, text, (token,), None, len(seq.job.prompt_ids), seq.completion, logprobs))
         else:
             seq.pending_text += [text, seq.detok.flush()]
-            seq.last_ids = (token,)
+            seq.last_ids, seq.last_logprobs = (token,), logprobs
 
     def _retire_finished(self) -> None:
         for slot in range(len(self.batch) - 1, -1, -1):
@@ -286,7 +307,8 @@ class Scheduler:
         if job.failed:
             return
         text = "".join(seq.pending_text)
-        job.emit(Delta(seq.index, text, seq.last_ids, seq.finish, len(job.prompt_ids), seq.completion))
+        job.emit(Delta(seq.index, text, seq.last_ids, seq.finish, len(job.prompt_ids), seq.completion,
+                       seq.last_logprobs))  # fmt: skip
         if job.running == 0:
             job.emit(None)
 
@@ -301,3 +323,9 @@ class Scheduler:
                 job.failed = True
                 job.emit(exc)
                 job.emit(None)
+
+
+def _log_softmax(logits: torch.Tensor) -> torch.Tensor:
+    import torch
+
+    return torch.log_softmax(logits, dim=-1)

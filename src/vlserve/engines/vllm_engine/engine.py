@@ -162,7 +162,7 @@ class VllmEngine:
         max_tokens = check_request(request.sampling, prompt_tokens, self.info.max_model_len, self.options.max_num_seqs)
         params = vllm_sampling(request.sampling, max_tokens, self.stop_ids)
         stream = self.llm.generate(vllm_prompt, params, request.request_id)
-        maker, finished = DeltaMaker(), False
+        maker, finished = DeltaMaker(request.sampling.logprobs), False
         try:
             async for output in stream:
                 for delta in maker.deltas(output):

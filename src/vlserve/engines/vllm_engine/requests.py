@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-from vlserve.engines.base import Delta, FinishReason, SamplingParams, completion_budget
+from vlserve.engines.base import Delta, FinishReason, SamplingParams, TokenLogprob, completion_budget
 from vlserve.errors import InvalidRequest
 
 if TYPE_CHECKING:
@@ -40,6 +40,7 @@ def vllm_sampling(sampling: SamplingParams, max_tokens: int, stop_token_ids: Seq
             stop_token_ids=[] if sampling.ignore_eos else list(stop_token_ids),
             ignore_eos=sampling.ignore_eos,
             max_tokens=max_tokens,
+            logprobs=sampling.logprobs,  # vLLM's default logprobs mode: log-softmax of the raw logits, as ours
             output_kind=RequestOutputKind.DELTA,
         )
     except ValueError as exc:  # vLLM validates ranges (e.g. top_p in (0, 1]); its message names the field
@@ -49,7 +50,8 @@ def vllm_sampling(sampling: SamplingParams, max_tokens: int, stop_token_ids: Seq
 class DeltaMaker:
     """Turns one request's stream of vLLM RequestOutputs (DELTA kind) into `Delta`s with cumulative counts."""
 
-    def __init__(self) -> None:
+    def __init__(self, logprobs: int | None = None) -> None:
+        self.logprobs = logprobs or 0  # alternatives asked per token
         self.completion_tokens: dict[int, int] = {}
         self.prompt_tokens = 0
 
@@ -63,4 +65,14 @@ class DeltaMaker:
             finish = _FINISH.get(choice.finish_reason, "error") if choice.finish_reason else None
             if not ids and not choice.text and finish is None:
                 continue
-            yield Delta(choice.index, choice.text, ids, finish, self.prompt_tokens, count)
+            logprobs = tuple(_entries(ids, choice.logprobs, self.logprobs)) if choice.logprobs else ()
+            yield Delta(choice.index, choice.text, ids, finish, self.prompt_tokens, count, logprobs)
+
+
+def _entries(ids: Sequence[int], steps: Sequence[dict[int, Any]], k: int) -> Iterator[TokenLogprob]:
+    """vLLM's per-token {id: Logprob(logprob, rank, decoded_token)} (the top k by rank, plus the chosen token) as
+    TokenLogprobs, the k alternatives most likely first."""
+    for token, step in zip(ids, steps, strict=True):
+        chosen = step[token]
+        top = sorted((e.rank, i, e.decoded_token or "", e.logprob) for i, e in step.items() if e.rank and e.rank <= k)
+        yield TokenLogprob(token, chosen.decoded_token or "", chosen.logprob, tuple((i, t, lp) for _, i, t, lp in top))
