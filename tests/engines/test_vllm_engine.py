@@ -252,6 +252,31 @@ async def test_deep_twins_answer_an_image(deep_engine):
     assert deep_engine.info.device == "cpu"
 
 
+@vllm_test
+async def test_structured_output_and_logprobs_on_vllm(qwen):
+    """vLLM's own structured outputs for a JSON schema and a regex (temperature 1, random-weight twin), and logprobs
+    with alternatives, through the engine-neutral request."""
+    import json
+    import re
+
+    import jsonschema
+
+    from vlserve.engines.base import Guide
+
+    schema = {"type": "object", "properties": {"ok": {"type": "boolean"}, "n": {"type": "integer", "minimum": 0,
+              "maximum": 9}, "tag": {"type": "string", "maxLength": 4}}, "required": ["ok", "n", "tag"],
+              "additionalProperties": False}  # fmt: skip
+    for seed in range(3):
+        sampling = SamplingParams(max_tokens=60, temperature=1.0, seed=seed, guide=Guide("json", json.dumps(schema)))
+        deltas = await answer(qwen, ask("JSON", image(31)), sampling, f"json-{seed}")
+        jsonschema.validate(json.loads("".join(d.text for d in deltas)), schema)
+    regex = SamplingParams(max_tokens=12, temperature=1.0, seed=5, guide=Guide("regex", r"[a-c]{3}\d"))
+    assert re.fullmatch(r"[a-c]{3}\d", "".join(d.text for d in await answer(qwen, ask("Code"), regex, "regex")))
+    logprobs = SamplingParams(max_tokens=4, temperature=0.0, ignore_eos=True, logprobs=2)
+    entries = [e for d in await answer(qwen, ask("Hi"), logprobs, "lp") for e in d.logprobs]
+    assert len(entries) == 4 and all(len(e.top) == 2 and e.top[0][0] == e.token_id for e in entries)
+
+
 def test_cache_options_reach_vllm_only_when_set():
     from vlserve.engines.vllm_engine.options import LaunchOptions
 

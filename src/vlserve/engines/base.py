@@ -22,6 +22,16 @@ FinishReason = Literal["stop", "length", "abort", "error"]
 
 
 @dataclass(frozen=True)
+class Guide:
+    """A constraint on the output (structured output): `json` (spec: a JSON schema's text), `json_object` (any
+    JSON object) or `regex` (spec: the pattern). `param` names the request field it came from, for errors."""
+
+    kind: str
+    spec: str = ""
+    param: str = "response_format"
+
+
+@dataclass(frozen=True)
 class SamplingParams:
     max_tokens: int = 512
     temperature: float = 1.0
@@ -36,6 +46,7 @@ class SamplingParams:
     ignore_eos: bool = False  # benchmarks: fixed output length
     strict_max_tokens: bool = False  # the caller chose max_tokens: refuse, not shorten, when it does not fit
     logprobs: int | None = None  # None: off; k >= 0: each output token's logprob and its k most likely alternatives
+    guide: Guide | None = None  # structured output
 
     @property
     def greedy(self) -> bool:

@@ -21,6 +21,7 @@ from vlserve.serving.media import Fetcher
 from vlserve.serving.media_fetch import MediaFetcher
 from vlserve.serving.metrics import Metrics
 from vlserve.serving.protocol import ChatCompletionRequest
+from vlserve.serving.structured import guide_for
 from vlserve.serving.records import ModelRecord, Phase
 
 log = logging.getLogger(__name__)
@@ -103,7 +104,8 @@ class ChatService:
         refuse_unsupported(body)
         record = self.ready_record(body.model)
         self._admission(record).check()  # refuse an overloaded model before decoding any image
-        sampling = replace(to_sampling(body, record.info.max_model_len), logprobs=logprobs_asked(body))
+        sampling = replace(to_sampling(body, record.info.max_model_len), logprobs=logprobs_asked(body),
+                           guide=guide_for(body.response_format, body.structured_outputs))  # fmt: skip
         messages = await MessageConverter(body, record.resolved, self.fetch, self.inputs).convert()
         request = GenerateRequest(f"chatcmpl-{uuid.uuid4().hex}", messages, sampling)
         include_usage = bool(body.stream_options and body.stream_options.include_usage)

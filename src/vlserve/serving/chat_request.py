@@ -42,7 +42,6 @@ _UNSUPPORTED: dict[str, Callable[[Any], bool]] = {
     "tool_choice": lambda v: v not in (None, "none"),
     "functions": bool,
     "function_call": lambda v: v not in (None, "none"),
-    "response_format": lambda v: bool(v) and v.get("type", "text") != "text",
     "logit_bias": bool,
     "audio": lambda v: v is not None,
     "prediction": lambda v: v is not None,

@@ -19,6 +19,7 @@ from vlserve.errors import InvalidRequest
 from vlserve.serving.chat import ChatService, PreparedChat, Tally, prepend
 from vlserve.serving.chat_request import to_sampling
 from vlserve.serving.protocol import CompletionRequest
+from vlserve.serving.structured import guide_for
 
 DEFAULT_MAX_TOKENS = 16  # OpenAI's (and vLLM's) default for completions
 
@@ -46,7 +47,8 @@ class CompletionService:
         record = self.chat.ready_record(body.model)
         self.chat.admission(record.uid).check()
         sampling = replace(to_sampling(body, record.info.max_model_len), logprobs=body.logprobs,
-                           max_tokens=body.max_tokens or DEFAULT_MAX_TOKENS)  # fmt: skip
+                           max_tokens=body.max_tokens or DEFAULT_MAX_TOKENS,
+                           guide=guide_for(None, body.structured_outputs))  # fmt: skip
         completion_id = f"cmpl-{uuid.uuid4().hex}"
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         runs = tuple(  # the first prompt's engine request has the completion's id (what an abort names)

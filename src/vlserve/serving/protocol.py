@@ -83,7 +83,12 @@ class ChatCompletionRequest(_Lenient):
     logprobs: bool | None = Field(default=None, description="Return each output token's log-probability.")
     top_logprobs: int | None = Field(default=None, ge=0, le=20,
                                      description="With logprobs: that many most likely alternatives per token.")
-    response_format: dict[str, Any] | None = None
+    response_format: dict[str, Any] | None = Field(
+        default=None, description="Structured output: {'type': 'json_object'} or {'type': 'json_schema', "
+        "'json_schema': {'name': ..., 'schema': {...}, 'strict': ...}}; the output then parses and validates.")
+    structured_outputs: dict[str, Any] | None = Field(
+        default=None, description="vLLM's structured outputs: exactly one of {'json': schema}, {'regex': pattern}, "
+        "{'choice': [texts]}, {'json_object': true}.")
     logit_bias: dict[str, float] | None = None
     audio: Any = None
     prediction: Any = None
@@ -126,6 +131,9 @@ class CompletionRequest(_Lenient):
     user: str | None = None
     logprobs: int | None = Field(default=None, ge=0, le=20, description="Each output token's log-probability and "
                                  "that many most likely alternatives (not with echo).")
+    structured_outputs: dict[str, Any] | None = Field(
+        default=None, description="vLLM's structured outputs: exactly one of {'json': schema}, {'regex': pattern}, "
+        "{'choice': [texts]}, {'json_object': true}.")
     # known, not supported: refused with a clear 400 when set
     logit_bias: dict[str, float] | None = None
 

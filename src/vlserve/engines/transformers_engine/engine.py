@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import functools
 import threading
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -12,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from vlserve.engines.base import Delta, GenerateRequest, LoadedModelInfo, completion_budget, raw_prompt_ids
+from vlserve.engines.transformers_engine.guided import Grammars
 from vlserve.engines.transformers_engine.heap import release_freed_heap
 from vlserve.engines.transformers_engine.options import EngineOptions
 from vlserve.engines.transformers_engine.threads import in_own_thread
@@ -35,6 +37,7 @@ class TransformersEngine:
         self.tokenizer: Any = None
         self.scheduler: Scheduler | None = None
         self.info: LoadedModelInfo | None = None
+        self._grammars: Grammars | None = None  # structured output (guided.py), with the loaded tokenizer
         # one at a time: a fast tokenizer must not be used from two threads at once ("Already borrowed")
         self._prep_lock = threading.Lock()
 
@@ -76,6 +79,7 @@ class TransformersEngine:
         stop_ids = self.family.stop_token_ids(self.model_dir, self.tokenizer)
         detokenizer = copy.deepcopy(self.tokenizer)  # the scheduler thread's own copy, for the same reason
         self.scheduler = Scheduler(parts, _slot_cache(parts, where.dtype, opts), stop_ids, detokenizer)
+        self._grammars = Grammars(copy.deepcopy(self.tokenizer), parts.vocab_size, stop_ids)
         release_freed_heap()  # the load's transients (heap.py); before the scheduler's first step
         self.scheduler.start()
         return LoadedModelInfo(
@@ -156,6 +160,8 @@ class TransformersEngine:
                 self.scheduler.abort(request.request_id)
 
     def _encode(self, request: GenerateRequest):
+        if request.sampling.guide is not None:  # compiled here, off the decode loop (the first builds the table)
+            self._grammars.compiled(request.sampling.guide)
         with self._prep_lock:
             if request.prompt is not None:
                 return _RawPrompt(raw_prompt_ids(self.tokenizer, request.prompt))
@@ -168,7 +174,12 @@ class TransformersEngine:
         if not 1 <= sampling.n <= self.options.max_batch_size:
             raise InvalidRequest(f"n must be between 1 and {self.options.max_batch_size} (max_batch_size)", param="n")
         max_tokens = completion_budget(sampling, len(encoded.input_ids), self.options.max_model_len)
-        return Job(request.request_id, encoded.input_ids, encoded.pixel_values, sampling, max_tokens, emit)
+        grammar = None
+        if sampling.guide is not None:
+            guide = sampling.guide
+            grammar = functools.partial(self._grammars.matcher, guide)
+        return Job(request.request_id, encoded.input_ids, encoded.pixel_values, sampling, max_tokens, emit,
+                   grammar=grammar)  # fmt: skip
 
 
 @dataclass(frozen=True)

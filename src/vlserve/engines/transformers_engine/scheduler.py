@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from vlserve.engines.base import Delta, FinishReason, SamplingParams, TokenLogprob
 from vlserve.engines.transformers_engine.decode import DecodeStep
 from vlserve.engines.transformers_engine.detok import IncrementalDetokenizer
+from vlserve.engines.transformers_engine.guided import GuidedSequence, mask_rows
 from vlserve.engines.transformers_engine.kv_cache import SlotKVCache
 from vlserve.engines.transformers_engine.sampler import SequenceSampler, choose_batch
 from vlserve.errors import EngineDead
@@ -44,6 +45,7 @@ class Job:
     emit: Emit
     running: int = 0  # choices still decoding
     failed: bool = False  # its error was sent; its remaining choices leave the batch silently
+    grammar: Callable[[], GuidedSequence] | None = None  # structured output: a fresh grammar state per choice
 
 
 @dataclass
@@ -58,6 +60,7 @@ class Sequence:
     pending_text: list[str] = field(default_factory=list)
     last_ids: tuple[int, ...] = ()  # the finishing token, when it is part of the output
     last_logprobs: tuple[TokenLogprob, ...] = ()  # its logprob, when asked
+    guided: GuidedSequence | None = None  # structured output: the grammar's state
 
 
 @dataclass(frozen=True)
@@ -194,8 +197,13 @@ class Scheduler:
         seqs, firsts = [], []
         for index in range(job.sampling.n):
             sampler = SequenceSampler.create(job.sampling, job.prompt_ids, p.vocab_size, index, device=logits.device)
-            seqs.append(Sequence(job, index, sampler, IncrementalDetokenizer(self.tokenizer, job.sampling.stop)))
-            firsts.append(sampler.choose(logits.clone()) if not sampler.plain_greedy else int(logits.argmax()))
+            guided = job.grammar() if job.grammar is not None else None
+            seqs.append(Sequence(job, index, sampler, IncrementalDetokenizer(self.tokenizer, job.sampling.stop),
+                                 guided=guided))  # fmt: skip
+            row = logits.clone()[None]
+            if guided is not None:
+                mask_rows(row, [0], [guided])
+            firsts.append(sampler.choose(row[0]) if not sampler.plain_greedy else int(row[0].argmax()))
         entries = [self._logprob(logprobs, 0, t, job) if logprobs is not None else None for t in firsts]
         self.cache.add([(layer.keys, layer.values) for layer in kv.layers], copies=job.sampling.n)
         del kv, out
@@ -216,6 +224,9 @@ class Scheduler:
         logits = p.lm_head(hidden[:, -1]).float()
         asking = [row for row, seq in enumerate(self.batch) if seq.job.sampling.logprobs is not None]
         logprobs = _log_softmax(logits[asking]) if asking else None  # before sampling changes the rows in place
+        guided = [row for row, seq in enumerate(self.batch) if seq.guided is not None]
+        if guided:
+            mask_rows(logits, guided, [self.batch[row].guided for row in guided])
         tokens = self._choose(logits)
         self.steps += 1
         for row, (seq, token) in enumerate(zip(self.batch, tokens, strict=True)):
@@ -271,6 +282,8 @@ class Scheduler:
 
     def _accept(self, seq: Sequence, token: int, logprob: TokenLogprob | None = None) -> None:
         """Account one sampled token: stop token, stop string, length limit, or text to stream."""
+        if seq.guided is not None:
+            seq.guided.accept(token)
         seq.completion += 1
         if token in self.stop_ids and not seq.job.sampling.ignore_eos:
             seq.finish = "stop"

@@ -41,10 +41,25 @@ def vllm_sampling(sampling: SamplingParams, max_tokens: int, stop_token_ids: Seq
             ignore_eos=sampling.ignore_eos,
             max_tokens=max_tokens,
             logprobs=sampling.logprobs,  # vLLM's default logprobs mode: log-softmax of the raw logits, as ours
+            structured_outputs=_structured(sampling),
             output_kind=RequestOutputKind.DELTA,
         )
     except ValueError as exc:  # vLLM validates ranges (e.g. top_p in (0, 1]); its message names the field
         raise InvalidRequest(f"invalid sampling parameters: {exc}") from None
+
+
+def _structured(sampling: SamplingParams) -> Any:
+    """vLLM's own structured outputs for the request's guide (compact JSON, as the Transformers engine's)."""
+    guide = sampling.guide
+    if guide is None:
+        return None
+    from vllm.sampling_params import StructuredOutputsParams
+
+    if guide.kind == "json":
+        return StructuredOutputsParams(json=guide.spec, disable_any_whitespace=True)
+    if guide.kind == "json_object":
+        return StructuredOutputsParams(json_object=True, disable_any_whitespace=True)
+    return StructuredOutputsParams(regex=guide.spec)
 
 
 class DeltaMaker:
