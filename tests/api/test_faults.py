@@ -100,10 +100,10 @@ def test_an_exception_inside_the_engine_fails_only_its_request(live, http, model
     alone = http.post("/v1/chat/completions", json=good).json()["choices"][0]["message"]["content"]
     original = scheduler._accept
 
-    def faulty(seq, token):
+    def faulty(seq, token, *rest):
         if seq.job.max_tokens == 37 and seq.completion >= 3:
             raise RuntimeError("injected fault")
-        original(seq, token)
+        original(seq, token, *rest)
 
     scheduler._accept = faulty
     try:

@@ -34,10 +34,13 @@ def test_sdk_parse_with_a_pydantic_model_at_temperature_one(client, model_uid):
 
 
 def test_json_object_parses(client, model_uid):
+    """Greedy: any JSON object allows free-text keys and values, which a random-weight model sampled at temperature
+    1 rarely closes within a small budget (a schema bounds them; the tests above sample)."""
     completion = client.chat.completions.create(
-        model=model_uid, messages=[{"role": "user", "content": "JSON please"}], temperature=1.0, seed=4,
-        max_tokens=80, response_format={"type": "json_object"},
+        model=model_uid, messages=[{"role": "user", "content": "JSON please"}], temperature=0, max_tokens=200,
+        response_format={"type": "json_object"},
     )  # fmt: skip
+    assert completion.choices[0].finish_reason == "stop"
     assert isinstance(json.loads(completion.choices[0].message.content), dict)
 
 

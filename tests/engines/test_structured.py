@@ -54,9 +54,11 @@ async def test_a_thousand_samples_at_temperature_one_all_validate(engine_for):
 
 
 async def test_json_object_regex_and_unguided_neighbours(engine_for):
+    """Any JSON object (greedy: its free-text keys and values are rarely closed within a small budget when a random
+    twin samples), a regex, and an unguided request, decoded in one batch."""
     engine = engine_for("InternVL2_5-1B")
     kinds = {
-        "object": SamplingParams(max_tokens=200, temperature=1.0, seed=1, guide=Guide("json_object")),
+        "object": SamplingParams(max_tokens=200, temperature=0.0, guide=Guide("json_object")),  # see below
         "regex": SamplingParams(max_tokens=20, temperature=1.0, seed=2, guide=Guide("regex", r"[A-Z]{2}-\d{3}")),
         "free": SamplingParams(max_tokens=8, temperature=1.0, seed=3),
     }
