@@ -108,6 +108,7 @@ class VllmEngine:
             enforce_eager=opts.enforce_eager, limit_mm_per_prompt=self._mm_limits(), max_num_seqs=opts.max_num_seqs,
             seed=opts.seed, kv_cache_memory_bytes=kv_bytes, disable_log_stats=True,
             distributed_executor_backend=opts.distributed_executor_backend, **opts.cache_arguments(),
+            structured_outputs_config=_structured_outputs_config(),
         )  # fmt: skip
 
     def _mm_limits(self) -> dict[str, int]:
@@ -185,6 +186,15 @@ class VllmEngine:
             raise InvalidRequest(f"this request has {len(images)} images (video frames count as images) but the model "
                                  f"was launched with limit_mm_per_prompt image={limit}; send fewer, or relaunch with "
                                  "a higher limit", param="messages")  # fmt: skip
+
+
+def _structured_outputs_config():
+    """vLLM's structured outputs on llguidance with compact JSON, as the Transformers engine's: vLLM reads the
+    whitespace setting per engine, not per request, and its `auto` choice (xgrammar, else llguidance for schemas
+    with bounds or lengths) refuses it; a random-weight model otherwise pads JSON with whitespace until max_tokens."""
+    from vllm.config import StructuredOutputsConfig
+
+    return StructuredOutputsConfig(backend="guidance", disable_any_whitespace=True)
 
 
 def _request_error(request_id: str, exc: Exception) -> Exception:
