@@ -5,10 +5,10 @@ the stop tokens remain allowed. Model-family neutral.
 
 Why xgrammar: vLLM's default structured-output library, installed with vLLM, with a CPU bitmask kernel (the vLLM
 engine runs vLLM's own structured outputs on llguidance, the backend that takes a compact-JSON setting for every
-schema; see vllm_engine/engine.py). Not yet compared with llguidance by measurement. Measured on the 2-core machine,
-1B twin (151,674-token vocabulary): the tokenizer table is built once per model at the first guided request (8-20 s, in the
-request's preparation thread, never in the decode loop), a JSON schema compiles in ~1 s (cached per schema), and
-filling + applying one row's mask takes the time `benchmarks` P12 reports. Whitespace between JSON tokens is not
+schema; see vllm_engine/engine.py). Not yet compared with llguidance by measurement. On the 2-core machine, 1B twin
+(151,674-token vocabulary): the tokenizer table is built once per model at the first guided request (seconds, in
+the request's preparation thread, never in the decode loop) and a JSON schema compiles in ~1 s (cached per schema);
+the per-token mask time is not measured yet (benchmark P12 of issue #16). Whitespace between JSON tokens is not
 allowed (compact JSON), so a model cannot pad forever.
 """
 
