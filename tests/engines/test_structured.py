@@ -24,8 +24,9 @@ SCHEMA = {
         "label": {"type": "string", "maxLength": 6},
         "sizes": {"type": "array", "items": {"type": "integer", "minimum": 1, "maximum": 9}, "minItems": 1,
                   "maxItems": 3},
-        "box": {"type": "object", "properties": {"x": {"type": "number"}, "tag": {"type": ["string", "null"],
-                                                                                  "maxLength": 3}},
+        "box": {"type": "object",
+                "properties": {"x": {"type": "integer", "minimum": -50, "maximum": 50},
+                               "tag": {"type": ["string", "null"], "maxLength": 3}},
                 "required": ["x", "tag"], "additionalProperties": False},
     },
     "required": ["colour", "count", "visible", "label", "sizes", "box"],
@@ -40,7 +41,8 @@ async def test_a_thousand_samples_at_temperature_one_all_validate(engine_for):
     messages = ask("Describe the picture as JSON.", image(26))
 
     async def one(i: int) -> list[str]:
-        sampling = SamplingParams(max_tokens=160, temperature=1.0, seed=i, n=PER_REQUEST, guide=guide)
+        # choice c samples with seed + c: seeds spaced by PER_REQUEST keep all 1,000 samples distinct draws
+        sampling = SamplingParams(max_tokens=200, temperature=1.0, seed=i * PER_REQUEST, n=PER_REQUEST, guide=guide)
         out: dict[int, list[str]] = {}
         async for delta in engine.generate(GenerateRequest(f"json-{i}", messages, sampling)):
             out.setdefault(delta.index, []).append(delta.text)

@@ -329,9 +329,11 @@ async def test_logprobs_are_the_models_log_softmax(engine_for):
 
 @pytest.mark.parametrize("quantization", ["8-bit", "4-bit"])
 async def test_bitsandbytes_quantization_loads_and_answers(engine_for, quantization):
+    """bitsandbytes stays selectable on CPU (cpu_quant bitsandbytes; the GPU path); test_weight_only.py covers the
+    CPU default."""
     import bitsandbytes as bnb
 
-    engine = engine_for("InternVL2_5-1B", quantization, dtype="bfloat16")
+    engine = engine_for("InternVL2_5-1B", quantization, dtype="bfloat16", cpu_quant="bitsandbytes")
     layer = engine.model.model.language_model.layers[0]
     expected = bnb.nn.Linear8bitLt if quantization == "8-bit" else bnb.nn.Linear4bit
     assert isinstance(layer.self_attn.q_proj, expected) and isinstance(layer.mlp.down_proj, expected)
