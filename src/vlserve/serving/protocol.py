@@ -56,11 +56,11 @@ class StreamOptions(_Lenient):
     include_usage: bool = False
 
 
-class ChatCompletionRequest(_Lenient):
+class _Sampling(_Lenient):
+    """The sampling and streaming fields chat completions and completions share."""
+
     model: str
-    messages: list[Message] = Field(min_length=1)
     max_tokens: int | None = Field(default=None, ge=1)
-    max_completion_tokens: int | None = Field(default=None, ge=1, description="Alias of max_tokens.")
     temperature: float | None = Field(default=None, ge=0.0, le=2.0)
     top_p: float | None = Field(default=None, gt=0.0, le=1.0)
     top_k: int | None = Field(default=None, ge=-1, description="-1 or 0: off.")
@@ -73,6 +73,20 @@ class ChatCompletionRequest(_Lenient):
     stream: bool = False
     stream_options: StreamOptions | None = None
     ignore_eos: bool = False
+
+    @field_validator("stop")
+    @classmethod
+    def _stop_strings(cls, stop: str | list[str] | None) -> list[str] | None:
+        if isinstance(stop, str):
+            stop = [stop]
+        if stop is not None and any(not s for s in stop):
+            raise ValueError("stop strings must not be empty")
+        return stop
+
+
+class ChatCompletionRequest(_Sampling):
+    messages: list[Message] = Field(min_length=1)
+    max_completion_tokens: int | None = Field(default=None, ge=1, description="Alias of max_tokens.")
     max_tiles: int | None = Field(default=None, ge=1, le=40, description="Image tiles per image (default 12).")
     num_frames: int | None = Field(default=None, ge=1, le=64, description="Frames sampled from each video.")
     # known, not supported: refused with a clear 400 when set (see vlserve.serving.chat_request)
@@ -93,41 +107,19 @@ class ChatCompletionRequest(_Lenient):
     audio: Any = None
     prediction: Any = None
 
-    @field_validator("stop")
-    @classmethod
-    def _stop_strings(cls, stop: str | list[str] | None) -> list[str] | None:
-        if isinstance(stop, str):
-            stop = [stop]
-        if stop is not None and any(not s for s in stop):
-            raise ValueError("stop strings must not be empty")
-        return stop
-
 
 # -- completions -------------------------------------------------------------------------------------------------
 
 
-class CompletionRequest(_Lenient):
+class CompletionRequest(_Sampling):
     """POST /v1/completions: raw text into the model, no chat template (OpenAI's legacy completions)."""
 
-    model: str
     prompt: str | list[str] | list[int] | list[list[int]] = Field(
         description="Text, or a list of texts (one set of `n` choices each). Token-id prompts are refused.")
     suffix: str | None = Field(default=None, description="Refused when set: these models do not fill in the middle.")
     max_tokens: int | None = Field(default=None, ge=1, description="Tokens to generate per choice (default 16).")
-    temperature: float | None = Field(default=None, ge=0.0, le=2.0)
-    top_p: float | None = Field(default=None, gt=0.0, le=1.0)
-    top_k: int | None = Field(default=None, ge=-1, description="-1 or 0: off.")
-    repetition_penalty: float | None = Field(default=None, gt=0.0, le=2.0)
-    presence_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
-    frequency_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
-    n: int = Field(default=1, ge=1, le=16)
     best_of: int | None = Field(default=None, ge=1, le=16, description="Only best_of == n (or unset) is served.")
     echo: bool = Field(default=False, description="Put the prompt before each choice's text.")
-    stop: str | list[str] | None = None
-    seed: int | None = None
-    stream: bool = False
-    stream_options: StreamOptions | None = None
-    ignore_eos: bool = False
     user: str | None = None
     logprobs: int | None = Field(default=None, ge=0, le=20, description="Each output token's log-probability and "
                                  "that many most likely alternatives (not with echo).")
@@ -136,8 +128,6 @@ class CompletionRequest(_Lenient):
         "{'choice': [texts]}, {'json_object': true}.")
     # known, not supported: refused with a clear 400 when set
     logit_bias: dict[str, float] | None = None
-
-    _stop_strings = field_validator("stop")(ChatCompletionRequest._stop_strings.__func__)
 
     @property
     def max_completion_tokens(self) -> None:  # what `to_sampling` reads beside max_tokens (a chat-only field)
