@@ -1,6 +1,6 @@
 """API keys and CORS. Every route the app has (enumerated from the app itself, so a new route cannot be forgotten)
 needs `Authorization: Bearer <key>` when the server has keys, except liveness, xinference-client's auth probe and
-the web UI's shipped files; without keys nothing asks for one."""
+the web UI's shipped files and Xinference's login (which says to use a key); without keys nothing asks for one."""
 
 from __future__ import annotations
 
@@ -80,7 +80,7 @@ def test_every_route_but_the_open_ones_needs_a_key(locked):
                 assert authed.status_code != 401, (method, path)
             checked += 1
     assert checked >= 20
-    assert OPEN_PATHS == {"/health", "/v1/cluster/auth", "/", "/ui"}
+    assert OPEN_PATHS == {"/health", "/v1/cluster/auth", "/", "/ui", "/token"}
 
 
 def test_without_keys_no_route_asks_for_one(live):
@@ -98,6 +98,8 @@ def test_the_sdks_send_their_key(locked):
     assert client.list_models() == {}
     with pytest.raises(RuntimeError):
         RESTfulClient(locked.url).list_models()
+    with pytest.raises(RuntimeError, match=r"API keys, not user accounts.*api_key=<key>"):
+        RESTfulClient(locked.url).login("user", "password")  # asked without a key: the answer says to use one
     assert openai.OpenAI(base_url=f"{locked.url}/v1", api_key=KEYS[1]).models.list().data == []
     with pytest.raises(openai.AuthenticationError):
         openai.OpenAI(base_url=f"{locked.url}/v1", api_key="wrong", max_retries=0).models.list()

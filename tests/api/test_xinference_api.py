@@ -1,6 +1,7 @@
 """The Xinference management API through xinference-client's RESTfulClient, unchanged, and raw HTTP for the shapes
 and status codes: launch (the seed's parameters + a twin's model_path), list, describe, chat, progress, instances,
-terminate and relaunch, registrations, engines, cache, cluster auth."""
+terminate and relaunch, registrations, engines, cache, cluster auth; and every other method of the client, which
+gets a 400 saying why it is not served (other model types' calls, Xinference-only management)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import time
 import pytest
 from api_helpers import SEED_LAUNCH, assert_openai_error, png_data_uri
 from xinference_client import RESTfulClient
+from xinference_client.client.restful import restful_client as handles
 
 
 @pytest.fixture(scope="module")
@@ -168,3 +170,91 @@ def test_supervisor_vllm_supported_and_deletable_files(xclient, http):
     files = xclient.list_deletable_models("InternVL2.5--1B--pytorch--none")
     assert files == {"model_version": "InternVL2.5--1B--pytorch--none", "worker_ip": None, "paths": []}
     assert_openai_error(http.get("/v1/cache/models/files"), 400)
+
+
+def test_other_model_types_calls_say_the_model_is_an_llm(live, model_uid):
+    """Each handle method of another model type, pointed at the chat model: a 400 naming what it asked for."""
+    png = png_data_uri().encode()
+    embedding, rerank = (cls(model_uid, live.url, {}) for cls in (handles.RESTfulEmbeddingModelHandle,
+                                                                   handles.RESTfulRerankModelHandle))
+    image, video, audio = (cls(model_uid, live.url, {}) for cls in (
+        handles.RESTfulImageModelHandle, handles.RESTfulVideoModelHandle, handles.RESTfulAudioModelHandle))
+    world, flexible = (cls(model_uid, live.url, {}) for cls in (handles.RESTfulWorldModelHandle,
+                                                                handles.RESTfulFlexibleModelHandle))
+    calls = [
+        (lambda: embedding.create_embedding("hi"), "not embeddings"),
+        (lambda: embedding.convert_ids_to_tokens([1, 2]), "not token-id conversion"),
+        (lambda: rerank.rerank(["a", "b"], "q"), "not reranking"),
+        (lambda: image.text_to_image("a cat"), "not image generation"),
+        (lambda: image.image_to_image(png, "a cat"), "not image variations"),
+        (lambda: image.image_edit(png, "a cat"), "not image edits"),
+        (lambda: image.inpainting(png, png, "a cat"), "not inpainting"),
+        (lambda: image.ocr(png), "POST /v1/chat/completions"),
+        (lambda: video.text_to_video("a cat"), "not video generation"),
+        (lambda: video.image_to_video(png, "a cat"), "not video generation"),
+        (lambda: video.flf_to_video(png, png, "a cat"), "not video generation"),
+        (lambda: world.generate("a cat"), "not world generation"),
+        (lambda: audio.create_embedding(b"RIFF"), "not audio embeddings"),
+        (lambda: audio.transcriptions(b"RIFF"), "not transcription"),
+        (lambda: audio.translations(b"RIFF"), "not audio translation"),
+        (lambda: audio.speech("hello"), "not speech"),
+        (lambda: audio.speech("hello", prompt_speech=b"RIFF"), "not speech"),  # a form, not JSON
+        (lambda: flexible.infer(x=1), "not flexible-model inference"),
+    ]
+    for call, reason in calls:
+        with pytest.raises(RuntimeError, match=f"model '{model_uid}' is an LLM; it serves chat and completions") as e:
+            call()
+        assert reason in str(e.value)
+
+
+def test_other_model_types_calls_answer_openai_errors(http, model_uid):
+    error = assert_openai_error(http.post("/v1/embeddings", json={"model": model_uid, "input": "hi"}), 400)
+    assert error["param"] == "model" and "not embeddings" in error["message"]
+    files = {"model": (None, "no-such-model"), "image": ("image", b"x")}
+    assert_openai_error(http.post("/v1/images/ocr", files=files), 404, "not_found_error")
+    assert "model" in assert_openai_error(http.post("/v1/rerank", json={"query": "q"}), 400)["param"]
+    assert_openai_error(http.post("/v1/embeddings", content=b"{"), 400)
+
+
+def test_xinference_only_management_says_why_it_is_not_served(xclient, http, model_uid):
+    calls = [
+        (xclient.get_autostart_config, "no autostart"),
+        (xclient.get_autostart_model_summary, "no autostart"),
+        (lambda: xclient.upsert_autostart_model({"model_uid": model_uid}), "no autostart"),
+        (lambda: xclient.remove_autostart_model(model_uid), "no autostart"),
+        (lambda: xclient.reload_model(model_uid, {"max_tokens": 5}), "terminate it"),
+        (lambda: xclient.get_model_reload_status(model_uid), "cannot be changed in place"),
+        (lambda: xclient.get_model_reload_config(model_uid), "cannot be changed in place"),
+        (lambda: xclient.add_model_replica(model_uid), "replica count is fixed at launch"),
+        (lambda: xclient.terminate_model_replica(model_uid, 0), "replica count is fixed at launch"),
+        (lambda: xclient.get_progress("some-id"), "stream it"),
+        (xclient.abort_cluster, "SIGTERM"),
+        (xclient.relaunch_api, "restart `vlserve serve`"),
+        (lambda: xclient.get_api_relaunch("op"), "no separate API"),
+        (xclient.list_api_relaunches, "no separate API"),
+        (xclient.relaunch_supervisor, "no separate API"),
+        (lambda: xclient.get_supervisor_relaunch("op"), "no separate API"),
+        (xclient.list_supervisor_relaunches, "no separate API"),
+        (lambda: xclient.relaunch_worker("127.0.0.1:30001/x"), "no separate API"),  # quoted: a slash in the path
+        (lambda: xclient.get_worker_relaunch("op"), "no separate API"),
+        (xclient.list_worker_relaunches, "no separate API"),
+    ]
+    for call, reason in calls:
+        with pytest.raises(RuntimeError, match="is not served: ") as e:
+            call()
+        assert reason in str(e.value)
+    login = assert_openai_error(http.post("/token", json={"username": "u", "password": "p"}), 400)
+    assert "api_key=<key>" in login["message"]  # (the client calls login only when the server has keys)
+    assert "GET /v1/supervisor" in assert_openai_error(http.get("/v1/address"), 400)["message"]  # (its message is lost)
+    assert set(xclient.list_models()) == {model_uid}  # none of these touched the model
+
+
+def test_fixed_model_paths_come_before_the_uid_routes(live):
+    """No fixed /v1/models/... path can be taken for a model uid: each is registered before the {model_uid} route
+    of its method."""
+    routes = [(r.path, m) for r in live.app.routes for m in getattr(r, "methods", ())]
+    uid_route = {m: i for i, (p, m) in enumerate(routes) if p == "/v1/models/{model_uid}"}
+    fixed = [(i, p, m) for i, (p, m) in enumerate(routes) if p.startswith("/v1/models/") and "{" not in p]
+    assert len(fixed) >= 2  # instances, vllm-supported
+    for index, path, method in fixed:
+        assert index < uid_route.get(method, len(routes)), (path, method)

@@ -20,7 +20,7 @@ from vlserve.api.deps import Services
 from vlserve.api.errors import install_error_handler
 from vlserve.api.logs import configure_logging
 from vlserve.api.middleware import BodyLimitMiddleware, RequestContextMiddleware
-from vlserve.api.routes import catalog, cluster, models, openai, ops
+from vlserve.api.routes import catalog, cluster, models, openai, ops, refused
 from vlserve.config import ServerConfig
 from vlserve.registry import Registry
 from vlserve.serving.admission import AdmissionLimits
@@ -87,7 +87,7 @@ def create_app(config: ServerConfig | None = None, *, host: ModelHost | None = N
         app.add_middleware(CORSMiddleware, allow_origins=list(services.config.cors_origins), allow_methods=["*"],
                            allow_headers=["*"], expose_headers=["X-Request-Id", "Retry-After"])  # fmt: skip
     app.add_middleware(RequestContextMiddleware, metrics=services.metrics)
-    for module in (openai, models, catalog, ops, cluster, ui):
+    for module in (openai, models, catalog, ops, cluster, ui, refused):  # refused last: it serves no real route
         app.include_router(module.router)
     return app
 

@@ -18,8 +18,9 @@ from vlserve.api.errors import error_body
 from vlserve.errors import AuthenticationError
 
 # Liveness; xinference-client's probe "does this server want a key?" (asked before it sends one); the web UI's
-# shipped files (the page asks the user for a key when the API answers 401).
-OPEN_PATHS = frozenset({"/health", "/v1/cluster/auth", "/", "/ui"})
+# shipped files (the page asks the user for a key when the API answers 401); Xinference's login, which the client
+# calls without a key and which answers only that this server has keys, not accounts.
+OPEN_PATHS = frozenset({"/health", "/v1/cluster/auth", "/", "/ui", "/token"})
 OPEN_PREFIXES = ("/ui/static/",)
 
 
