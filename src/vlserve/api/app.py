@@ -51,6 +51,7 @@ def build_services(config: ServerConfig, host: ModelHost | None = None, registry
     registry = registry or Registry.default()
     metrics = Metrics()
     metrics.count_running_models(lambda: sum(r.phase is Phase.READY for r in host.list()))
+    metrics.watch_caches(host.list)
     chat = ChatService(host, metrics, _media_fetcher(config), InputLimits.from_config(config),
                        AdmissionLimits.from_config(config))  # fmt: skip
     return Services(

@@ -153,7 +153,7 @@ class MessageConverter:
         image = await asyncio.to_thread(open_image, data, param=where, max_pixels=self.limits.max_image_pixels)
         max_tiles = 1 if detail == "low" else self.body.max_tiles
         self._add_tiles(self._family.num_tiles(image.width, image.height, max_tiles), where)
-        return ImagePart(image, max_tiles=max_tiles)
+        return await asyncio.to_thread(ImagePart, image, max_tiles)  # hashes the pixels (messages.pixel_key)
 
     async def _video(self, where: str, part: VideoContent) -> VideoPart:
         url = part.video_url if isinstance(part.video_url, str) else part.video_url.url
@@ -163,4 +163,4 @@ class MessageConverter:
         except InvalidRequest as exc:
             raise InvalidRequest(exc.message, param=where) from exc
         self._add_tiles(len(frames), where)  # one tile per frame
-        return VideoPart(tuple(frames))
+        return await asyncio.to_thread(VideoPart, tuple(frames))

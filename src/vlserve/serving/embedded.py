@@ -212,9 +212,16 @@ def _with_replicas(slot: _Slot) -> ModelRecord:
     if slot.replicas is None:
         return slot.record
     replicas = slot.replicas
-    infos = tuple(ReplicaInfo(i, "ready", LOCAL_NODE, "127.0.0.1", in_flight=n, served=served, pid=os.getpid())
-                  for i, (n, served) in enumerate(zip(replicas.in_flight, replicas.served)))  # fmt: skip
+    infos = tuple(ReplicaInfo(i, "ready", LOCAL_NODE, "127.0.0.1", in_flight=n, served=served, pid=os.getpid(),
+                              caches=_cache_stats(engine))
+                  for i, (n, served, engine) in enumerate(zip(replicas.in_flight, replicas.served, replicas.engines)))  # fmt: skip
     return replace(slot.record, replicas=infos)
+
+
+def _cache_stats(engine) -> dict[str, dict[str, int]] | None:
+    """The engine's cache figures, for engines that keep caches of their own (the Transformers engine)."""
+    stats = getattr(engine, "cache_stats", None)
+    return stats() if stats is not None else None
 
 
 def local_node(replicas: tuple[str, ...] = ()) -> NodeInfo:

@@ -3,9 +3,11 @@ never collide on metric names."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 _LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 
@@ -37,6 +39,10 @@ class Metrics:
     def count_running_models(self, count: Callable[[], int]) -> None:
         self.running_models.set_function(count)
 
+    def watch_caches(self, records: Callable[[], list[Any]]) -> None:
+        """Export each replica's engine caches (encoder outputs, prompt prefixes) from the model records."""
+        self.registry.register(_CacheCollector(records))
+
     def record_generation(self, model: str, prompt: int, completion: int, ttft: float | None, total: float) -> None:
         self.prompt_tokens.labels(model).inc(prompt)
         self.generated_tokens.labels(model).inc(completion)
@@ -46,3 +52,32 @@ class Metrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+_CACHE_GAUGES = {"bytes": "Bytes held", "budget_bytes": "Byte budget", "entries": "Entries held"}
+_CACHE_COUNTERS = {"hits": "Lookups that found an entry", "misses": "Lookups that found none",
+                   "evictions": "Entries evicted to stay within the budget",
+                   "tokens_reused": "Prompt tokens taken from the cache instead of computed"}  # fmt: skip
+
+
+class _CacheCollector:
+    """vlserve_cache_<figure>{model, replica, cache}: read from the records at every scrape."""
+
+    def __init__(self, records: Callable[[], list[Any]]) -> None:
+        self.records = records
+
+    def collect(self) -> Iterator[Any]:
+        labels = ["model", "replica", "cache"]
+        gauges = {k: GaugeMetricFamily(f"vlserve_cache_{k}", f"{h} by an engine cache.", labels=labels)
+                  for k, h in _CACHE_GAUGES.items()}  # fmt: skip
+        counters = {k: CounterMetricFamily(f"vlserve_cache_{k}", f"{h} (engine cache).", labels=labels)
+                    for k, h in _CACHE_COUNTERS.items()}  # fmt: skip
+        for record in self.records():
+            for replica in record.replicas:
+                for cache, figures in (replica.caches or {}).items():
+                    values = [record.uid, str(replica.index), cache]
+                    for name, family in (gauges | counters).items():
+                        if name in figures:
+                            family.add_metric(values, figures[name])
+        yield from gauges.values()
+        yield from counters.values()

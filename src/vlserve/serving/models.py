@@ -154,7 +154,7 @@ def describe(record: ModelRecord) -> dict[str, Any]:
 def _placement(replica: ReplicaInfo) -> dict[str, Any]:
     return {"replica": replica.index, "state": replica.state, "node_id": replica.node_id, "node_ip": replica.node_ip,
             "in_flight": replica.in_flight, "served": replica.served, "restarts": replica.restarts,
-            "error": replica.error, "pid": replica.pid}  # fmt: skip
+            "error": replica.error, "pid": replica.pid, "caches": replica.caches}  # fmt: skip
 
 
 def _instance(record: ModelRecord) -> dict[str, Any]:

@@ -61,6 +61,7 @@ class ReplicaInfo:
     restarts: int = 0
     error: str | None = None  # why it restarted or died
     pid: int | None = None  # the process that holds it (the server's own for the embedded host)
+    caches: dict[str, dict[str, int]] | None = None  # the engine's encoder/prefix caches (embedded host)
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,10 @@ queries to torch's fused SDPA kernel (measured on the 2-core machine, 1B shapes:
 70 against 107 µs for two bf16 matmuls + softmax; equal at 4,000); batches keep the matmuls, which the fused
 kernel's masked path loses to from a few hundred tokens of context on (B=8: 301 vs 244 µs at 600). Everything
 else (prefill, vision) goes to transformers' own SDPA function unchanged.
+
+Masks: the name is registered with transformers' SDPA mask builder too, so a prefill chunk that continues a cached
+prefix (fewer queries than keys) gets the causal mask aligned to its own positions; without it transformers builds
+no mask for a custom attention name, and SDPA's `is_causal` would align the chunk's queries with the first keys.
 """
 
 from __future__ import annotations
@@ -19,8 +23,10 @@ def register() -> str:
     global _registered
     if not _registered:
         from transformers import AttentionInterface
+        from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
 
         AttentionInterface.register(NAME, _attention)
+        ALL_MASK_ATTENTION_FUNCTIONS.register(NAME, sdpa_mask)
         _registered = True
     return NAME
 

@@ -78,7 +78,9 @@ class TransformersEngine:
         self.model, self.tokenizer = model, self.family.load_tokenizer(self.model_dir)
         stop_ids = self.family.stop_token_ids(self.model_dir, self.tokenizer)
         detokenizer = copy.deepcopy(self.tokenizer)  # the scheduler thread's own copy, for the same reason
-        self.scheduler = Scheduler(parts, _slot_cache(parts, where.dtype, opts), stop_ids, detokenizer)
+        tools = _prefill_tools(parts, self.family, opts, where.device)
+        self.scheduler = Scheduler(tools, _slot_cache(parts, where.dtype, opts), stop_ids, detokenizer,
+                                   slice_s=opts.prefill_slice_ms / 1000)  # fmt: skip
         self._grammars = Grammars(copy.deepcopy(self.tokenizer), parts.vocab_size, stop_ids)
         release_freed_heap()  # the load's transients (heap.py); before the scheduler's first step
         self.scheduler.start()
@@ -121,6 +123,13 @@ class TransformersEngine:
                 torch.cuda.empty_cache()
         except ImportError:  # pragma: no cover
             pass
+
+    def cache_stats(self) -> dict[str, dict[str, int]]:
+        """The encoder-output and prefix caches: budget, bytes, entries, hits, misses, evictions (caches.py)."""
+        if self.scheduler is None:
+            return {}
+        tools = self.scheduler.tools
+        return {"encoder": tools.encoder_cache.stats.as_dict(), "prefix": tools.prefix_cache.stats.as_dict()}
 
     @property
     def failure(self) -> str | None:
@@ -179,7 +188,7 @@ class TransformersEngine:
             guide = sampling.guide
             grammar = functools.partial(self._grammars.matcher, guide)
         return Job(request.request_id, encoded.input_ids, encoded.pixel_values, sampling, max_tokens, emit,
-                   grammar=grammar)  # fmt: skip
+                   grammar=grammar, images=tuple(getattr(encoded, "images", ())))  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -209,6 +218,15 @@ def _model_parts(model):
     text = model.config.get_text_config()
     return ModelParts(model, embed, language_model, model.lm_head, embed.weight.device, text.vocab_size,
                       decode_step(language_model))  # fmt: skip
+
+
+def _prefill_tools(parts, family, options: EngineOptions, device: str):
+    from vlserve.engines.transformers_engine.caches import MIB, EncoderCache, PrefixCache
+    from vlserve.engines.transformers_engine.prefill import PrefillTools
+
+    chunk = options.prefill_chunk or (64 if device == "cpu" else 512)
+    return PrefillTools(parts, family, EncoderCache(options.image_cache_mb * MIB),
+                        PrefixCache(options.prefix_cache_mb * MIB, chunk), chunk)  # fmt: skip
 
 
 def _slot_cache(parts, dtype, options: EngineOptions):

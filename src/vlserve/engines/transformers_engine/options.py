@@ -52,6 +52,20 @@ class EngineOptions(LaunchOptionsBase):
     int4_group_size: Literal[32, 64, 128, 256] = Field(
         64, description="4-bit on CPU: input features per int4 group (smaller: more accurate and more memory; the "
         "kernel's speed is the same for all four). 64 is more accurate than bitsandbytes' NF4.")
+    image_cache_mb: Annotated[int, _whole(0)] = Field(
+        512, description="Encoder-output cache: MiB of vision features kept per model, so an image seen again (a "
+        "follow-up turn, another user) skips the vision encoder; 0 disables. A 13-tile image takes 3,328 rows x "
+        "the LLM's hidden size x 2 bytes (6 MiB on the 1B, 54 MiB on the 78B).")
+    prefix_cache_mb: Annotated[int, _whole(0)] = Field(
+        2048, description="Prefix cache: MiB of prompt K/V kept per model, so a prompt that starts like a recent "
+        "one (the next turn of a chat, the same image and question) computes only its new tokens; 0 disables. Per "
+        "token: layers x 2 x kv_heads x head_dim x 2 bytes (12 KiB on the 1B, 320 KiB on the 78B).")
+    prefill_chunk: Annotated[int | None, _whole(16)] = Field(
+        None, description="Prompt tokens per prefill step (also the prefix cache's reuse granularity); unset: 64 "
+        "on CPU, 512 on a GPU. Smaller: decoding streams pause less while a long prompt is prefilled.")
+    prefill_slice_ms: Annotated[int, _whole(1)] = Field(
+        150, description="While other sequences decode, a long prefill (vision tiles, prompt chunks) runs this "
+        "many ms between two decode steps; smaller: smoother streams, slower first token for the new prompt.")
     quantize_lm_head: bool = Field(
         False, description="8-bit/4-bit on CPU: the lm_head too, as int8 (less memory read per step, int8 error in "
         "the logits; benchmarks B3 reports its speed).")

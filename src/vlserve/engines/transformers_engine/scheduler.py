@@ -1,8 +1,11 @@
 """Continuous batching: one thread owns the model; requests join and leave the running decode batch at any step.
 
-Loop: admit waiting requests while cache slots are free (each is prefilled alone: vision encoder + prompt, its
-K/V copied into its slot(s) — n choices share one prefill), drop aborted sequences, then ONE forward pass
-decodes one token for every active sequence. Results go back to each caller through `emit` (thread-safe).
+Loop: admit a waiting request when cache slots are free and no other prefill is running; advance the running
+prefill (prefill.py: cached prefix, images, prompt chunks) for one time slice when sequences are decoding (to the
+end when none are); when it completes, its K/V are copied into its slot(s) (n choices share one prefill) and it
+joins the batch; drop aborted sequences; then ONE forward pass decodes one token for every active sequence. So a
+long image prefill alternates with decode steps instead of stalling them. Results go back to each caller through
+`emit` (thread-safe).
 
 Failures stay as small as they can: a prefill, a sampling or a detokenizing error fails only its request; an error
 in the shared forward pass fails the requests of that batch, and the loop goes on. If the thread itself dies (a
@@ -14,6 +17,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -23,6 +27,7 @@ from vlserve.engines.transformers_engine.decode import DecodeStep
 from vlserve.engines.transformers_engine.detok import IncrementalDetokenizer
 from vlserve.engines.transformers_engine.guided import GuidedSequence, mask_rows
 from vlserve.engines.transformers_engine.kv_cache import SlotKVCache
+from vlserve.engines.transformers_engine.prefill import Prefill, PrefillTools
 from vlserve.engines.transformers_engine.sampler import SequenceSampler, choose_batch
 from vlserve.errors import EngineDead
 
@@ -46,6 +51,7 @@ class Job:
     running: int = 0  # choices still decoding
     failed: bool = False  # its error was sent; its remaining choices leave the batch silently
     grammar: Callable[[], GuidedSequence] | None = None  # structured output: a fresh grammar state per choice
+    images: tuple[Any, ...] = ()  # the family's image records (key, tiles, pixel_values), in prompt order
 
 
 @dataclass
@@ -77,8 +83,12 @@ class ModelParts:
 
 
 class Scheduler:
-    def __init__(self, parts: ModelParts, cache: SlotKVCache, stop_ids: frozenset[int], tokenizer: Any) -> None:
-        self.parts, self.cache, self.stop_ids, self.tokenizer = parts, cache, stop_ids, tokenizer
+    def __init__(self, tools: PrefillTools, cache: SlotKVCache, stop_ids: frozenset[int], tokenizer: Any,
+                 slice_s: float = 0.15) -> None:  # fmt: skip
+        self.parts, self.tools, self.cache = tools.parts, tools, cache
+        self.stop_ids, self.tokenizer = stop_ids, tokenizer
+        self.slice_s = slice_s  # prefill time between two decode steps while sequences are decoding
+        self.prefilling: Prefill | None = None
         self.inbox: queue.Queue[Job | None] = queue.Queue()
         self.waiting: list[Job] = []
         self.batch: list[Sequence] = []  # batch[i] lives in cache slot i
@@ -136,9 +146,9 @@ class Scheduler:
         self._fail_all(EngineDead(f"this model's engine stopped: {reason}"))
 
     def _iteration(self) -> None:
-        self._collect(block=not self.batch and not self.waiting)
+        self._collect(block=not self.batch and not self.waiting and self.prefilling is None)
         self._apply_aborts()
-        self._admit()
+        self._prefill_slice()
         if self.batch:
             self._decode_step()
 
@@ -157,6 +167,9 @@ class Scheduler:
             aborts, self._aborts = self._aborts, set()
         if not aborts:
             return
+        if self.prefilling is not None and self.prefilling.job.request_id in aborts:
+            self.waiting.insert(0, self.prefilling.job)  # ends below like a waiting request; its units stop here
+            self.prefilling = None
         for job in [j for j in self.waiting if j.request_id in aborts]:
             self.waiting.remove(job)
             for index in range(job.sampling.n):
@@ -167,30 +180,48 @@ class Scheduler:
                 seq.finish = "abort"
         self._retire_finished()
 
-    def _admit(self) -> None:
-        while self.waiting and self.cache.active + self.waiting[0].sampling.n <= self.cache.slots:
-            job = self.waiting.pop(0)
+    def _prefill_slice(self) -> None:
+        """Advance prefills for one time slice while sequences decode (to completion while none do), admitting
+        waiting requests one at a time as slots allow."""
+        deadline = time.perf_counter() + self.slice_s if self.batch else None
+        while self.prefilling is not None or self._admit():
+            prefill = self.prefilling
             try:
-                self._prefill(job)
+                done = prefill.advance(deadline)
             except Exception as exc:  # noqa: BLE001 - this request fails, the others go on
-                log.exception("prefill of %s failed", job.request_id)
-                self._fail_job(job, exc)
-                self._retire_finished()
+                log.exception("prefill of %s failed", prefill.job.request_id)
+                self.prefilling = None
+                self._fail_job(prefill.job, exc)
+                continue
+            if not done:
+                return
+            self.prefilling = None
+            self._join(prefill)
+            if deadline is None and self.batch:
+                deadline = time.perf_counter() + self.slice_s
+            elif deadline is not None and time.perf_counter() >= deadline:
+                return
+
+    def _admit(self) -> bool:
+        """Start the next waiting request's prefill when cache slots are free for all its choices."""
+        if not self.waiting or self.cache.active + self.waiting[0].sampling.n > self.cache.slots:
+            return False
+        self.prefilling = Prefill(self.waiting.pop(0), self.tools)
+        return True
 
     # ------------------------------------------------------------ prefill and decode
 
-    def _prefill(self, job: Job) -> None:
-        import torch
-        from transformers import DynamicCache
+    def _join(self, prefill: Prefill) -> None:
+        """A prefilled request joins the batch: its choices' first tokens, its K/V into cache slots."""
+        try:
+            self._start(prefill.job, prefill.logits, prefill.layers)
+        except Exception as exc:  # noqa: BLE001 - this request fails, the others go on
+            log.exception("starting %s failed", prefill.job.request_id)
+            self._fail_job(prefill.job, exc)
+        self._retire_finished()
 
+    def _start(self, job: Job, logits: torch.Tensor, layers: list) -> None:
         p = self.parts
-        ids = torch.tensor([job.prompt_ids], dtype=torch.long, device=p.input_device)
-        kv = DynamicCache(config=p.model.config.get_text_config())
-        pixels = None
-        if job.pixel_values is not None:
-            pixels = job.pixel_values.to(p.input_device, dtype=p.model.dtype)
-        out = p.model(input_ids=ids, pixel_values=pixels, past_key_values=kv, use_cache=True, logits_to_keep=1)
-        logits = out.logits[0, -1].float()
         logprobs = _log_softmax(logits[None]) if job.sampling.logprobs is not None else None
         # Everything that can fail for this request alone (sampler set-up, the first choice) comes before its K/V
         # take cache slots: a slot is freed only through a sequence in the batch, so none may be taken without one.
@@ -205,13 +236,11 @@ class Scheduler:
                 mask_rows(row, [0], [guided])
             firsts.append(sampler.choose(row[0]) if not sampler.plain_greedy else int(row[0].argmax()))
         entries = [self._logprob(logprobs, 0, t, job) if logprobs is not None else None for t in firsts]
-        self.cache.add([(layer.keys, layer.values) for layer in kv.layers], copies=job.sampling.n)
-        del kv, out
+        self.cache.add(layers, copies=job.sampling.n)
         self.batch.extend(seqs)
         job.running += len(seqs)
         for seq, token, entry in zip(seqs, firsts, entries, strict=True):
             self._accept(seq, token, entry)
-        self._retire_finished()
 
     def _decode_step(self) -> None:
         import torch
@@ -327,6 +356,9 @@ class Scheduler:
 
     def _fail_all(self, exc: BaseException) -> None:
         jobs = {id(s.job): s.job for s in self.batch} | {id(j): j for j in self.waiting}
+        if self.prefilling is not None:
+            jobs[id(self.prefilling.job)] = self.prefilling.job
+            self.prefilling = None
         while self.batch:
             self.cache.remove(len(self.batch) - 1)
             self.batch.pop()

@@ -19,10 +19,20 @@ if TYPE_CHECKING:
 
 
 @dataclass(frozen=True)
+class ImageRecord:
+    """One image of a prompt: its identity (pixel key + tile budget), tile count and tiles."""
+
+    key: str
+    tiles: int
+    pixel_values: torch.Tensor  # float32 [tiles, 3, 448, 448]: a view into EncodedPrompt.pixel_values
+
+
+@dataclass(frozen=True)
 class EncodedPrompt:
-    input_ids: list[int]  # image context tokens included
-    pixel_values: torch.Tensor | None  # float32 [tiles, 3, 448, 448]
+    input_ids: list[int]  # image context tokens included: one run of `image_token_id` per image, in order
+    pixel_values: torch.Tensor | None  # float32 [tiles, 3, 448, 448], every image's tiles in order
     image_tokens: int
+    images: tuple[ImageRecord, ...] = ()
 
 
 def load_model(model_dir: Path, *, dtype: torch.dtype, device_for: Callable[[str], Any] | None = None,
@@ -64,7 +74,27 @@ def encode(tokenizer: Any, messages: Sequence[ChatMessage]) -> EncodedPrompt:
         raise RuntimeError(f"tiling gave {pixels.shape[0]} tiles, the prompt expects {sum(counts)}")
     text = rendered.expand(counts)
     ids = tokenizer(text, add_special_tokens=True)["input_ids"]
-    return EncodedPrompt(list(ids), pixels, NUM_IMAGE_TOKEN * sum(counts))
+    return EncodedPrompt(list(ids), pixels, NUM_IMAGE_TOKEN * sum(counts), _records(rendered.keys, counts, pixels))
+
+
+def _records(keys: Sequence[str], counts: Sequence[int], pixels: torch.Tensor | None) -> tuple[ImageRecord, ...]:
+    records, start = [], 0
+    for key, tiles in zip(keys, counts, strict=True):
+        records.append(ImageRecord(key, tiles, pixels[start : start + tiles]))
+        start += tiles
+    return tuple(records)
+
+
+def image_feature_steps(model: Any, pixel_values: torch.Tensor):
+    """A generator over the vision encoder's units of work, returning the image's features (vision.py)."""
+    from vlserve.families.internvl2_5.vision import feature_steps
+
+    return feature_steps(model, pixel_values)
+
+
+def image_token_id(model: Any) -> int:
+    """The token id that stands for one image feature row in `input_ids`."""
+    return int(model.config.image_token_id)
 
 
 def stop_token_ids(model_dir: Path, tokenizer: Any) -> frozenset[int]:

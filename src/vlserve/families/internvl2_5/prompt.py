@@ -49,6 +49,7 @@ class RenderedPrompt:
 
     pieces: tuple[str, ...]
     images: tuple[ImageInput, ...]
+    keys: tuple[str, ...] = ()  # per image: its pixel key and tile budget ("<pixel_key>/<max_tiles>")
 
     @property
     def text_with_placeholders(self) -> str:
@@ -76,16 +77,18 @@ class _Pieces:
     def __init__(self) -> None:
         self.pieces: list[str] = [""]
         self.images: list[ImageInput] = []
+        self.keys: list[str] = []
 
     def text(self, text: str) -> None:
         self.pieces[-1] += text
 
-    def image(self, image: ImageInput) -> None:
+    def image(self, image: ImageInput, pixel_key: str) -> None:
         self.images.append(image)
+        self.keys.append(f"{pixel_key}/{image.max_tiles}")
         self.pieces.append("")
 
     def done(self) -> RenderedPrompt:
-        return RenderedPrompt(tuple(self.pieces), tuple(self.images))
+        return RenderedPrompt(tuple(self.pieces), tuple(self.images), tuple(self.keys))
 
 
 def render_conversation(
@@ -137,7 +140,7 @@ def _render_user(out: _Pieces, parts: Sequence[Part], labelled: bool, numbers: I
         if isinstance(part, ImagePart):
             label = f"Image-{next(numbers)}: " if labelled else ""
             out.text(label)
-            out.image(ImageInput(part.image, part.max_tiles or max_tiles))
+            out.image(ImageInput(part.image, part.max_tiles or max_tiles), part.key)
             out.text("\n")
         else:
             _render_video(out, part)
@@ -145,9 +148,9 @@ def _render_user(out: _Pieces, parts: Sequence[Part], labelled: bool, numbers: I
 
 
 def _render_video(out: _Pieces, video: VideoPart) -> None:
-    for index, frame in enumerate(video.frames, start=1):
+    for index, (frame, key) in enumerate(zip(video.frames, video.keys, strict=True), start=1):
         out.text(f"Frame{index}: ")
-        out.image(ImageInput(frame, 1))
+        out.image(ImageInput(frame, 1), key)
         out.text("\n")
 
 
@@ -164,7 +167,7 @@ def _render_placed(
     out.text(chunks[0])
     for part, chunk in zip(visuals, chunks[1:], strict=True):
         next(numbers)  # keeps the numbering of later auto-placed images in step
-        out.image(ImageInput(part.image, part.max_tiles or max_tiles))
+        out.image(ImageInput(part.image, part.max_tiles or max_tiles), part.key)
         out.text(chunk)
 
 
