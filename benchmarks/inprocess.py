@@ -18,13 +18,14 @@ from benchmarks.models import PreparedModel, resolved
 
 
 class InProcessEngine:
-    def __init__(self, model: PreparedModel, quantization: str = "none", **options: Any) -> None:
+    def __init__(self, model: PreparedModel, quantization: str = "none", engine: str = "Transformers",
+                 **options: Any) -> None:  # fmt: skip
         from vlserve.engines import get_factory
 
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="bench-engine-loop", daemon=True)
         self._thread.start()
-        self.engine = get_factory("Transformers").create(resolved(model, quantization), model.path, options)
+        self.engine = get_factory(engine).create(resolved(model, quantization, engine), model.path, options)
         try:
             self.info = self.call(self.engine.load())
         except BaseException:

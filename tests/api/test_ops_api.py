@@ -7,7 +7,7 @@ import json
 import logging
 import time
 
-from api_helpers import SEED_LAUNCH, assert_openai_error
+from api_helpers import SEED_LAUNCH, assert_openai_error, png_data_uri
 
 from vlserve.api.logs import JsonFormatter, RequestIdFilter, request_id_var
 
@@ -52,6 +52,32 @@ def test_metrics_count_requests_tokens_latency_and_models(http, model_uid):
     assert f'vlserve_generation_duration_seconds_bucket{{le="+Inf",model="{model_uid}"}}' in text
     assert 'vlserve_http_request_duration_seconds_count{route="/v1/chat/completions"}' in text
     assert "vlserve_running_models 1.0" in text
+
+
+def test_image_caches_show_in_the_description_and_metrics(http, model_uid):
+    """The same picture in two requests (once as a fresh upload): one encoder-cache miss, then a hit; the figures
+    are in the model's placement and in /metrics."""
+    picture = png_data_uri((300, 200), color=(10, 120, 240))
+
+    def ask(question: str) -> None:
+        content = [{"type": "image_url", "image_url": {"url": picture}}, {"type": "text", "text": question}]
+        body = {"model": model_uid, "messages": [{"role": "user", "content": content}], "max_tokens": 2}
+        assert http.post("/v1/chat/completions", json=body).status_code == 200
+
+    def encoder() -> dict:
+        return http.get(f"/v1/models/{model_uid}").json()["placement"][0]["caches"]["encoder"]
+
+    before = encoder()
+    ask("What colour?")
+    ask("Which shape?")  # another question: the prompt differs after the image, the image is the same
+    after = encoder()
+    assert after["misses"] == before["misses"] + 1 and after["hits"] == before["hits"] + 1
+    assert after["bytes"] > 0 and after["budget_bytes"] == 512 << 20
+    text = http.get("/metrics").text
+    labels = f'cache="encoder",model="{model_uid}",replica="0"'
+    assert f"vlserve_cache_hits_total{{{labels}}} {float(after['hits'])}" in text
+    assert f"vlserve_cache_bytes{{{labels}}} {float(after['bytes'])}" in text
+    assert f'vlserve_cache_tokens_reused_total{{cache="prefix",model="{model_uid}",replica="0"}}' in text
 
 
 def test_request_ids_are_echoed_or_made_up(http):
