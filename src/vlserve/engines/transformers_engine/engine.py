@@ -187,8 +187,8 @@ class TransformersEngine:
         if sampling.guide is not None:
             guide = sampling.guide
             grammar = functools.partial(self._grammars.matcher, guide)
-        return Job(request.request_id, encoded.input_ids, encoded.pixel_values, sampling, max_tokens, emit,
-                   grammar=grammar, images=tuple(getattr(encoded, "images", ())))  # fmt: skip
+        return Job(request.request_id, encoded.input_ids, sampling, max_tokens, emit, grammar=grammar,
+                   images=tuple(encoded.images))  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -196,7 +196,7 @@ class _RawPrompt:
     """A raw prompt's tokens, shaped as the family's encoded prompts are (no images)."""
 
     input_ids: list[int]
-    pixel_values: None = None
+    images: tuple = ()
 
 
 def _emitter(loop: asyncio.AbstractEventLoop, queue: asyncio.Queue):

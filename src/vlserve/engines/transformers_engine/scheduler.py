@@ -1,8 +1,7 @@
 """Continuous batching: one thread owns the model; requests join and leave the running decode batch at any step.
 
 Loop: admit a waiting request when cache slots are free and no other prefill is running; advance the running
-prefill (prefill.py: cached prefix, images, prompt chunks) for one time slice when sequences are decoding (to the
-end when none are); when it completes, its K/V are copied into its slot(s) (n choices share one prefill) and it
+prefill (prefill.py: cached prefix, images, prompt chunks) for one time slice; when it completes, its K/V are copied into its slot(s) (n choices share one prefill) and it
 joins the batch; drop aborted sequences; then ONE forward pass decodes one token for every active sequence. So a
 long image prefill alternates with decode steps instead of stalling them. Results go back to each caller through
 `emit` (thread-safe).
@@ -44,7 +43,6 @@ class Job:
 
     request_id: str
     prompt_ids: list[int]
-    pixel_values: torch.Tensor | None
     sampling: SamplingParams
     max_tokens: int
     emit: Emit
@@ -181,9 +179,9 @@ class Scheduler:
         self._retire_finished()
 
     def _prefill_slice(self) -> None:
-        """Advance prefills for one time slice while sequences decode (to completion while none do), admitting
-        waiting requests one at a time as slots allow."""
-        deadline = time.perf_counter() + self.slice_s if self.batch else None
+        """Advance prefills for one time slice, admitting waiting requests one at a time as slots allow. The slice
+        ends the same way when nothing decodes: the loop then collects new requests and aborts between slices."""
+        deadline = time.perf_counter() + self.slice_s
         while self.prefilling is not None or self._admit():
             prefill = self.prefilling
             try:
@@ -197,9 +195,7 @@ class Scheduler:
                 return
             self.prefilling = None
             self._join(prefill)
-            if deadline is None and self.batch:
-                deadline = time.perf_counter() + self.slice_s
-            elif deadline is not None and time.perf_counter() >= deadline:
+            if time.perf_counter() >= deadline:
                 return
 
     def _admit(self) -> bool:
