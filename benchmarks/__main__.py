@@ -1,4 +1,4 @@
-"""python -m benchmarks run [--quick] [--only P3,P5] [--repeats N] [--work DIR] [--results FILE | --no-write]"""
+"""python -m benchmarks run [--quick] [--only P3,P5 [--merge]] [--repeats N] [--work DIR] [--results FILE | --no-write]"""
 
 from __future__ import annotations
 
@@ -20,6 +20,9 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--quick", action="store_true",
                      help="every CPU scenario at reduced repeats, output lengths and model sizes (< 10 min)")  # fmt: skip
     run.add_argument("--only", default="", metavar="IDS", help=f"comma-separated scenario ids: {', '.join(ORDER)}")
+    run.add_argument("--merge", action="store_true",
+                     help="with --only: keep every other scenario's result from the last run of this profile "
+                          "(results-<profile>.json in --work); each section says when it was measured")  # fmt: skip
     run.add_argument("--repeats", type=int, default=None, metavar="N",
                      help="measured repeats per side for the model scenarios (default: 3 full, 1 quick)")  # fmt: skip
     run.add_argument("--work", type=Path, default=DEFAULT_WORK, metavar="DIR",
@@ -49,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     from benchmarks.runner import UnknownScenario, run
 
     overrides = {"work_dir": args.work, "results_path": None if args.no_write else args.results,
-                 "only": tuple(s for s in args.only.split(",") if s.strip())}  # fmt: skip
+                 "only": tuple(s for s in args.only.split(",") if s.strip()), "merge": args.merge}  # fmt: skip
     if args.repeats is not None:
         overrides["repeats"] = max(1, args.repeats)
     if args.vllm_python:

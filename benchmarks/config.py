@@ -21,6 +21,7 @@ class RunConfig:
     work_dir: Path = DEFAULT_WORK
     results_path: Path | None = DEFAULT_RESULTS  # None: print only, write nothing
     only: tuple[str, ...] = ()  # scenario ids; empty: all
+    merge: bool = False  # keep the other scenarios' results from the last run of this profile (results-<profile>.json)
     # P1: serving overhead
     p1_concurrency: tuple[int, ...] = (1, 8)  # the issue's two levels (P1 and P4)
     p1_max_tokens: int = 64
@@ -43,6 +44,10 @@ class RunConfig:
     b2_max_tiles: tuple[int, ...] = (1, 6, 12)  # TTFT vs tiles (1, 7, 13 tiles); the last one is checked
     # P9-P11: images paid once (full-size 1B, 13-tile images); the quick profile runs the twin
     p9_full_size: bool = True
+    # P12: structured output (full-size 1B): objects in the schema's list, concurrency levels, mask-timing walks
+    p12_items: int = 3
+    p12_concurrency: tuple[int, ...] = (1, 8)
+    p12_mask_walks: int = 20
     # P4/P7: vLLM
     p4_full_size: bool = True  # the full-size 1B arch with text prompts next to the twin (1-tile images)
     # no torch.compile on either side: a cold compile takes minutes per server start on 2 cores, and both sides get
@@ -60,7 +65,7 @@ def quick_config(**overrides) -> RunConfig:
     base = RunConfig(
         quick=True, repeats=1, p1_concurrency=(1, 8), p1_max_tokens=16, p2_max_tokens=32, p2_full_size=False,
         p3_repeats=5, p5_repeats=1, p6_repeats=2, b1_max_tokens=12, b2_max_tiles=(1,),
-        p4_full_size=False, p4_enforce_eager=True, p9_full_size=False,
+        p4_full_size=False, p4_enforce_eager=True, p9_full_size=False, p12_items=1, p12_mask_walks=5,
     )
     return replace(base, **overrides)
 

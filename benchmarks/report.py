@@ -74,6 +74,7 @@ def _how_to_run() -> list[str]:
         "python -m benchmarks run                 # full profile: rewrites this file (about an hour on a quiet 2-core machine)",
         "python -m benchmarks run --quick         # every CPU scenario, reduced (under 10 min)",
         "python -m benchmarks run --only P3,P5    # some scenarios only (the report then holds only those)",
+        "python -m benchmarks run --only P9 --merge  # rerun some, keep the others' last results (dated per section)",
         "benchmarks/build_llama_cpp.sh            # once: builds llama.cpp, B5's peer (else B5 is skipped)",
         "benchmarks/gpu_p7.sh                     # P7, on a machine with a CUDA GPU and vLLM",
         "benchmarks/gpu_check.sh                  # Transformers engine on a GPU: tests + figures (RESULTS-GPU.md)",
@@ -110,7 +111,10 @@ def _section(scenario: ScenarioResult, base: Path) -> list[str]:
         lines += [f"> {line}".rstrip() for line in scenario.design.splitlines()] + [""]
     if scenario.status != "ok":
         return lines + [f"**{scenario.status}**: {scenario.reason}", ""]
-    lines.append(f"Took {scenario.seconds:.0f} s.")
+    when = f", measured {scenario.started.replace('T', ' ')[:16]} UTC" if scenario.started else ""
+    lines.append(f"Took {scenario.seconds:.0f} s{when}.")
+    if scenario.busy_note:
+        lines.append(f"**Busy machine** in the run that measured it: {scenario.busy_note}.")
     lines.append("")
     if scenario.checks:
         lines += ["| check | median | min–max | IQR | n | target | verdict |", "|---|---|---|---|---|---|---|"]

@@ -24,6 +24,8 @@ class ScenarioResult:
     charts: list[Path] = field(default_factory=list)
     seconds: float = 0.0
     design: str = ""  # how the scenario measures (its module's docstring)
+    started: str = ""  # when this scenario's measurement began (UTC, ISO)
+    busy_note: str = ""  # other work on the machine when it began (empty: quiet)
 
     def check(self, figure: Figure, target=None, if_missed: str = "") -> Check:
         made = Check(figure, target, if_missed)
@@ -38,8 +40,18 @@ class ScenarioResult:
             "id": self.id, "title": self.title, "baseline": self.baseline, "status": self.status,
             "reason": self.reason, "seconds": self.seconds, "checks": [c.to_dict() for c in self.checks],
             "figures": [f.to_dict() for f in self.figures], "notes": self.notes, "design": self.design,
-            "charts": [str(p) for p in self.charts],
+            "charts": [str(p) for p in self.charts], "started": self.started, "busy_note": self.busy_note,
         }  # fmt: skip
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ScenarioResult:
+        """A result as `to_dict` wrote it (results-<profile>.json), for `run --merge`."""
+        return cls(
+            data["id"], data["title"], data["baseline"], data["status"], data.get("reason", ""),
+            [Check.from_dict(c) for c in data.get("checks", ())], [Figure.from_dict(f) for f in data.get("figures", ())],
+            list(data.get("notes", ())), [Path(p) for p in data.get("charts", ())], data.get("seconds", 0.0),
+            data.get("design", ""), data.get("started", ""), data.get("busy_note", ""),
+        )  # fmt: skip
 
 
 def skipped(id: str, title: str, baseline: str, reason: str) -> ScenarioResult:

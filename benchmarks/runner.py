@@ -8,6 +8,7 @@ import inspect
 import json
 import time
 import traceback
+from pathlib import Path
 
 from rich.console import Console
 
@@ -38,6 +39,10 @@ def run(config: RunConfig, console: Console | None = None, command: str = "pytho
     started, start = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"), time.perf_counter()
     facts, busy = machine.describe(), machine.busy_note()
     results = [_run_one(ctx, scenario_id) for scenario_id in ids]
+    for result in results:
+        result.busy_note = busy  # the machine as this run found it (a merged result keeps its own run's)
+    if config.merge:
+        results = _merged(results, config.work_dir / f"results-{config.profile}.json")
     outcome = RunResult(config.profile, facts, results, started, time.perf_counter() - start, busy)
     report.print_table(outcome, console)
     (config.work_dir / f"results-{config.profile}.json").write_text(json.dumps(outcome.to_dict(), indent=2))
@@ -47,8 +52,24 @@ def run(config: RunConfig, console: Console | None = None, command: str = "pytho
     return outcome
 
 
+def _merged(fresh: list[ScenarioResult], previous: Path) -> list[ScenarioResult]:
+    """This run's results, plus the previous run's for the scenarios this one did not run, in ORDER."""
+    by_id = {}
+    if previous.is_file():
+        by_id = {s["id"]: ScenarioResult.from_dict(s) for s in json.loads(previous.read_text())["scenarios"]}
+    by_id.update({s.id: s for s in fresh})
+    return [by_id[i] for i in ORDER if i in by_id]
+
+
 def _run_one(ctx: Context, scenario_id: str) -> ScenarioResult:
     ctx.console.rule(f"{scenario_id}")
+    began = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+    result = _measure(ctx, scenario_id)
+    result.started = began
+    return result
+
+
+def _measure(ctx: Context, scenario_id: str) -> ScenarioResult:
     start = time.perf_counter()
     try:
         result = module_for(scenario_id).run(ctx)

@@ -55,6 +55,10 @@ class Figure:
         return {"name": self.name, "unit": self.unit, "samples": list(self.samples), "median": self.median,
                 "min": self.low, "max": self.high, "q1": q1, "q3": q3}  # fmt: skip
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Figure:
+        return cls.of(data["name"], data["unit"], data["samples"])
+
 
 @dataclass(frozen=True)
 class Target:
@@ -96,7 +100,16 @@ class Check:
         return {True: "pass", False: "MISS", None: "info"}[self.passed]
 
     def to_dict(self) -> dict[str, Any]:
-        return {**self.figure.to_dict(), "target": self.target.text if self.target else None, "passed": self.passed}
+        bounds = {"target_low": self.target.low, "target_high": self.target.high} if self.target else {}
+        return {**self.figure.to_dict(), "target": self.target.text if self.target else None, **bounds,
+                "passed": self.passed, "if_missed": self.if_missed}  # fmt: skip
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Check:
+        target = None
+        if data.get("target") is not None:
+            target = Target(data["target"], data.get("target_low"), data.get("target_high"))
+        return cls(Figure.from_dict(data), target, data.get("if_missed", ""))
 
 
 def fmt(value: float) -> str:

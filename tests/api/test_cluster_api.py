@@ -121,6 +121,12 @@ def test_chat_streams_through_ray_and_requests_spread_over_both_replicas(api, ra
     assert all(r.served > b for r, b in zip(replicas(ray_server), before))
     served = [p["served"] for p in api.get(f"/v1/models/{UID}").json()["placement"]]
     assert sum(served) >= 5
+    # each replica keeps its own engine caches; the host learns their figures after each request
+    deadline = time.monotonic() + 10
+    while any(p["caches"] is None for p in (placement := api.get(f"/v1/models/{UID}").json()["placement"])):
+        assert time.monotonic() < deadline, placement
+        time.sleep(0.1)
+    assert all(p["caches"]["prefix"]["misses"] >= 1 for p in placement)
 
 
 def test_a_client_disconnect_cancels_the_request_in_the_replica(api, ray_server):

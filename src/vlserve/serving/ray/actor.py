@@ -84,6 +84,11 @@ class ReplicaActor:
                 with anyio.CancelScope(shield=True):
                     await abort_quietly(engine, request.request_id)
 
+    async def cache_stats(self) -> dict[str, dict[str, int]] | None:
+        """This replica's engine caches (encoder outputs, prompt prefixes), where its engine keeps any."""
+        stats = getattr(self._engine, "cache_stats", None)
+        return stats() if stats is not None else None
+
     async def active(self) -> list[str]:
         """The requests streaming from this replica now."""
         return sorted(self._active)

@@ -237,6 +237,8 @@ class RayHost:
             replica.in_flight -= 1
             replica.served += 1
             slot.running.pop(request.request_id, None)
+            if finished:
+                asyncio.ensure_future(replica.refresh_caches())  # not awaited: the caller's stream ends now
             if not finished:  # the caller went away: cancel the Ray stream, which aborts the engine's request
                 with contextlib.suppress(Exception):
                     ray.cancel(stream)

@@ -4,6 +4,7 @@ and the least-in-flight choice among the ready ones."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -24,6 +25,7 @@ class Replica:
     served: int = 0
     restarts: int = 0
     error: str | None = None
+    caches: dict[str, dict[str, int]] | None = None  # its engine's, as of its last finished request
     watcher: asyncio.Task | None = None
 
     def place(self, where: dict[str, Any]) -> None:
@@ -31,7 +33,12 @@ class Replica:
 
     def info(self) -> ReplicaInfo:
         return ReplicaInfo(self.index, self.state, self.node_id, self.node_ip, self.in_flight, self.served,
-                           self.restarts, self.error, self.pid)  # fmt: skip
+                           self.restarts, self.error, self.pid, self.caches)  # fmt: skip
+
+    async def refresh_caches(self) -> None:
+        """Ask the actor for its engine's cache figures (after a request; a lost actor leaves the last ones)."""
+        with contextlib.suppress(Exception):
+            self.caches = await self.actor.cache_stats.remote()
 
     def label(self, uid: str) -> str:
         return f"replica {self.index} of {uid} (node {self.node_ip} {self.node_id[:12]}, pid {self.pid})"
