@@ -51,10 +51,23 @@ async def test_a_thousand_samples_at_temperature_one_all_validate(engine_for):
     texts = [t for batch in await asyncio.gather(*(one(i) for i in range(SAMPLES // PER_REQUEST))) for t in batch]
     assert len(texts) == SAMPLES
     for text in texts:
-        # KNOWN DEFECT (open in #16): xgrammar's JSON grammar lets a raw control character (a newline token) into a
-        # string, which strict JSON parsers refuse; strict=False reads it, the schema check below stays complete
-        jsonschema.validate(json.loads(text, strict=False), SCHEMA)
+        jsonschema.validate(json.loads(text), SCHEMA)  # strict: no raw control character in a string
     assert len(set(texts)) > SAMPLES // 2  # sampled, not one answer repeated
+
+
+def test_strings_refuse_raw_control_characters(twin_dir):
+    """JSON forbids raw control characters in strings; xgrammar's own grammar admits them in length-bounded strings
+    (guided.py), a raw tab token among them."""
+    from vlserve.engines.transformers_engine.guided import Grammars
+    from vlserve.families.internvl2_5.tokenizer import load_tokenizer
+
+    tokenizer = load_tokenizer(twin_dir("InternVL2_5-1B"))
+    grammars = Grammars(tokenizer, len(tokenizer), frozenset({tokenizer.eos_token_id}))
+    start = '{"colour": "red", "count": 1, "visible": true, "label": "'
+    for kind, spec in (("json", json.dumps(SCHEMA)), ("json_object", "")):
+        prefix = start if kind == "json" else '{"label": "'
+        for char, allowed in (("\t", False), ("\n", False), ("\x01", False), ("\x7f", True), ("é", True)):
+            assert grammars.matcher(Guide(kind, spec)).matcher.accept_string(prefix + char) is allowed, (kind, char)
 
 
 async def test_json_object_regex_and_unguided_neighbours(engine_for):
