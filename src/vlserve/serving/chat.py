@@ -21,10 +21,19 @@ from vlserve.serving.media import Fetcher
 from vlserve.serving.media_fetch import MediaFetcher
 from vlserve.serving.metrics import Metrics
 from vlserve.serving.protocol import ChatCompletionRequest
-from vlserve.serving.structured import guide_for
 from vlserve.serving.records import ModelRecord, Phase
+from vlserve.serving.structured import guide_for
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Answer:
+    """One choice's whole answer (a request that does not stream)."""
+
+    text: str
+    finish_reason: str | None
+    logprobs: list[TokenLogprob]
 
 
 @dataclass(frozen=True)
@@ -112,23 +121,28 @@ class ChatService:
         return PreparedChat(record.uid, request, include_usage)
 
     async def complete(self, chat: PreparedChat) -> dict[str, Any]:
+        tally = Tally()
+        answers = await self.collect(chat, tally)
+        asked = chat.request.sampling.logprobs is not None
+        choices = [
+            {"index": i, "message": {"role": "assistant", "content": a.text}, "finish_reason": a.finish_reason,
+             "logprobs": chat_logprobs(a.logprobs) if asked else None}
+            for i, a in enumerate(answers)
+        ]  # fmt: skip
+        return {**self._envelope(chat, "chat.completion"), "choices": choices, "usage": tally.usage()}
+
+    async def collect(self, chat: PreparedChat, tally: Tally) -> list[Answer]:
+        """Run `chat` to its end (chat completions, and each prompt of a completions request): each choice's answer."""
         n = chat.request.sampling.n
         texts: list[list[str]] = [[] for _ in range(n)]
         finish: list[str | None] = [None] * n
         logprobs: list[list[TokenLogprob]] = [[] for _ in range(n)]
-        tally = Tally()
         async with contextlib.aclosing(self.run(chat, tally)) as deltas:
             async for delta in deltas:
                 texts[delta.index].append(delta.text)
                 logprobs[delta.index] += delta.logprobs
                 finish[delta.index] = delta.finish_reason or finish[delta.index]
-        asked = chat.request.sampling.logprobs is not None
-        choices = [
-            {"index": i, "message": {"role": "assistant", "content": "".join(texts[i])},
-             "finish_reason": finish[i], "logprobs": chat_logprobs(logprobs[i]) if asked else None}
-            for i in range(n)
-        ]
-        return {**self._envelope(chat, "chat.completion"), "choices": choices, "usage": tally.usage()}
+        return [Answer("".join(texts[i]), finish[i], logprobs[i]) for i in range(n)]
 
     async def stream(self, chat: PreparedChat) -> AsyncIterator[dict[str, Any]]:
         """Start generating and wait for the first delta, so an error the engine finds in the request (a prompt too

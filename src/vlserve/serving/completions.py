@@ -60,14 +60,15 @@ class CompletionService:
 
     async def complete(self, done: PreparedCompletion) -> dict[str, Any]:
         tallies = [Tally() for _ in done.runs]
-        outputs = await asyncio.gather(*(self._collect(run, t) for run, t in zip(done.runs, tallies, strict=True)))
+        runs = zip(done.runs, tallies, strict=True)
+        outputs = await asyncio.gather(*(self.chat.collect(run, tally) for run, tally in runs))
         choices = []
         asked = done.runs[0].request.sampling.logprobs is not None
-        for p, (texts, finish, logprobs) in enumerate(outputs):
-            for i in range(done.n):
-                text = (done.prompts[p] if done.echo else "") + "".join(texts[i])
-                choices.append({"index": p * done.n + i, "text": text, "finish_reason": finish[i],
-                                "logprobs": completion_logprobs(logprobs[i]) if asked else None})  # fmt: skip
+        for p, answers in enumerate(outputs):
+            for i, answer in enumerate(answers):
+                text = (done.prompts[p] if done.echo else "") + answer.text
+                choices.append({"index": p * done.n + i, "text": text, "finish_reason": answer.finish_reason,
+                                "logprobs": completion_logprobs(answer.logprobs) if asked else None})  # fmt: skip
         return {**_envelope(done), "choices": choices, "usage": _usage(tallies)}
 
     async def stream(self, done: PreparedCompletion) -> AsyncIterator[dict[str, Any]]:
@@ -95,19 +96,6 @@ class CompletionService:
                         yield _chunk(done, p * done.n + delta.index, delta.text, delta.finish_reason, delta.logprobs)
         if done.include_usage:
             yield {**_envelope(done), "choices": [], "usage": _usage(tallies)}
-
-    async def _collect(self, run: PreparedChat, tally: Tally):
-        """Per choice: its text pieces, finish reason and token logprobs."""
-        n = run.request.sampling.n
-        texts: list[list[str]] = [[] for _ in range(n)]
-        finish: list[str | None] = [None] * n
-        logprobs: list[list[TokenLogprob]] = [[] for _ in range(n)]
-        async with contextlib.aclosing(self.chat.run(run, tally)) as deltas:
-            async for delta in deltas:
-                texts[delta.index].append(delta.text)
-                logprobs[delta.index] += delta.logprobs
-                finish[delta.index] = delta.finish_reason or finish[delta.index]
-        return texts, finish, logprobs
 
 
 def _prompts(body: CompletionRequest) -> tuple[str, ...]:
