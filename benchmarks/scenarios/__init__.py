@@ -13,6 +13,7 @@
 | B2 | b2_ttft | TTFT of an image prompt vs the compute bound |
 | B3 | b3_quantized | 8-bit / 4-bit vs bf16 on CPU (B3 batch 1, B4 batch 8, 13-tile TTFT) and vs llama.cpp (B5) |
 | P9 | p9_images_once | images paid once: second turn (P9), no stall (P10), one image for many users (P11) |
+| P12 | p12_structured | JSON-schema output tok/s vs unconstrained, and the grammar mask's time per token |
 | P7 | gpu_p7.sh | GPU only; not run here |
 | P8 | p8_ray | the Ray host (cluster mode) vs the embedded host, over HTTP |
 """
@@ -28,9 +29,10 @@ from rich.console import Console
 
 from benchmarks.config import RunConfig
 
-ORDER = ("P3", "P6", "P5", "P1", "P2", "B1", "B2", "B3", "P9", "P4", "P8", "P7")  # cheap and independent first
+ORDER = ("P3", "P6", "P5", "P1", "P2", "B1", "B2", "B3", "P9", "P12", "P4", "P8", "P7")  # cheap and independent first
 _MODULES = {"P1": "p1_http", "P2": "p2_batching", "P3": "p3_tiling", "P4": "p4_vllm", "P5": "p5_memory",
-            "P6": "p6_launch", "B1": "b1_decode", "B2": "b2_ttft", "B3": "b3_quantized", "P9": "p9_images_once", "P7": "p7_gpu", "P8": "p8_ray"}  # fmt: skip
+            "P6": "p6_launch", "B1": "b1_decode", "B2": "b2_ttft", "B3": "b3_quantized", "P9": "p9_images_once",
+            "P12": "p12_structured", "P7": "p7_gpu", "P8": "p8_ray"}  # fmt: skip
 
 
 @dataclass

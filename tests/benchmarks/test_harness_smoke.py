@@ -66,8 +66,20 @@ def test_every_scenario_id_has_a_module():
 
 
 def test_cli_refuses_unknown_ids(capsys):
-    assert main(["run", "--only", "P9", "--no-write"]) == 2
-    assert "unknown scenario id(s) P9" in capsys.readouterr().err
+    assert main(["run", "--only", "P99", "--no-write"]) == 2
+    assert "unknown scenario id(s) P99" in capsys.readouterr().err
+
+
+def test_p12_mask_timing_walks_both_libraries(tmp_path):
+    """P12's mask measurement on the 1B twin's tokenizer: each library walks the scenario's schema to its end."""
+    from benchmarks import grammar_masks
+    from benchmarks.scenarios.p12_structured import schema
+    from vlserve.families.internvl2_5.twin import write_twin
+
+    times = grammar_masks.measure(write_twin("InternVL2_5-1B", tmp_path / "twin"), schema(1), walks=2)
+    assert [t.library for t in times] == ["xgrammar", "llguidance"]
+    for t in times:
+        assert len(t.fill_us) == len(t.apply_us) > 2 * 20 and t.median("fill_us") > 0 and t.compile_s > 0
 
 
 def test_paired_alternates_sides_and_figures_summarise():
