@@ -123,9 +123,11 @@ def test_chat_streams_through_ray_and_requests_spread_over_both_replicas(api, ra
     assert sum(served) >= 5
     # each replica keeps its own engine caches; the host learns their figures after each request
     deadline = time.monotonic() + 10
-    while any(p["caches"] is None for p in (placement := api.get(f"/v1/models/{UID}").json()["placement"])):
+    placement = api.get(f"/v1/models/{UID}").json()["placement"]
+    while any(p["caches"] is None for p in placement):
         assert time.monotonic() < deadline, placement
         time.sleep(0.1)
+        placement = api.get(f"/v1/models/{UID}").json()["placement"]
     assert all(p["caches"]["prefix"]["misses"] >= 1 for p in placement)
 
 

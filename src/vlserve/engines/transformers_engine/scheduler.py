@@ -1,10 +1,10 @@
 """Continuous batching: one thread owns the model; requests join and leave the running decode batch at any step.
 
 Loop: admit a waiting request when cache slots are free and no other prefill is running; advance the running
-prefill (prefill.py: cached prefix, images, prompt chunks) for one time slice; when it completes, its K/V are copied into its slot(s) (n choices share one prefill) and it
-joins the batch; drop aborted sequences; then ONE forward pass decodes one token for every active sequence. So a
-long image prefill alternates with decode steps instead of stalling them. Results go back to each caller through
-`emit` (thread-safe).
+prefill (prefill.py: cached prefix, images, prompt chunks) for one time slice; when it completes, its K/V are
+copied into its slot(s) (n choices share one prefill) and it joins the batch; drop aborted sequences; then ONE
+forward pass decodes one token for every active sequence. So a long image prefill alternates with decode steps
+instead of stalling them. Results go back to each caller through `emit` (thread-safe).
 
 Failures stay as small as they can: a prefill, a sampling or a detokenizing error fails only its request; an error
 in the shared forward pass fails the requests of that batch, and the loop goes on. If the thread itself dies (a
@@ -85,7 +85,7 @@ class Scheduler:
                  slice_s: float = 0.15) -> None:  # fmt: skip
         self.parts, self.tools, self.cache = tools.parts, tools, cache
         self.stop_ids, self.tokenizer = stop_ids, tokenizer
-        self.slice_s = slice_s  # prefill time between two decode steps while sequences are decoding
+        self.slice_s = slice_s  # prefill time per loop iteration (between two decode steps)
         self.prefilling: Prefill | None = None
         self.inbox: queue.Queue[Job | None] = queue.Queue()
         self.waiting: list[Job] = []
