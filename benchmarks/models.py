@@ -26,10 +26,12 @@ class PreparedModel:
     path: Path
     full_size: bool
     size_in_billions: int = 1
+    model_format: str = "pytorch"  # "awq" for an AWQ architecture (quantization Int4)
 
     @property
     def launch_spec(self) -> dict[str, Any]:
-        return {"model_name": "InternVL2.5", "model_size_in_billions": self.size_in_billions, "model_format": "pytorch"}
+        return {"model_name": "InternVL2.5", "model_size_in_billions": self.size_in_billions,
+                "model_format": self.model_format}  # fmt: skip
 
     def config(self) -> dict[str, Any]:
         return json.loads((self.path / "config.json").read_text(encoding="utf-8"))
@@ -54,8 +56,10 @@ def prepare(work_dir: Path, *, full_size: bool, architecture: str = ARCHITECTURE
         stamp_file.unlink(missing_ok=True)
         on_own_thread(lambda: write_twin(architecture, folder, full_size=full_size))  # see benchmarks/threads.py
         stamp_file.write_text(json.dumps(stamp))
-    size = int(architecture.removeprefix("InternVL2_5-").removesuffix("B"))
-    return PreparedModel(f"{size}B {'full-size' if full_size else 'twin'}", folder, full_size, size)
+    name = architecture.removeprefix("InternVL2_5-")
+    size, awq = int(name.removesuffix("-AWQ").removesuffix("B")), name.endswith("-AWQ")
+    label = f"{size}B{' AWQ' if awq else ''} {'full-size' if full_size else 'twin'}"
+    return PreparedModel(label, folder, full_size, size, "awq" if awq else "pytorch")
 
 
 def _builder_hash() -> str:

@@ -54,6 +54,11 @@ def markdown(run: RunResult, results_path: Path, command: str) -> str:
                    "`python -m benchmarks run` on a quiet machine."), ""]  # fmt: skip
     if run.busy_note:
         lines += [f"> **Busy machine**: {run.busy_note}.", ""]
+    runs = sorted({s.started[:10] + " " + s.started[11:16] for s in run.scenarios if s.started})
+    if len(runs) > 1:
+        lines += [(f"> **Merged**: these results come from runs that began at {', '.join(runs)} UTC (`--merge`); "
+                   "each section says when it was measured. Ratios are always measured side by side in one run."),
+                  ""]  # fmt: skip
     lines += _how_to_run() + _machine(run) + _summary(run)
     for scenario in run.scenarios:
         lines += _section(scenario, results_path.parent)

@@ -7,6 +7,8 @@ and against llama.cpp on the same architecture (issue #18). One engine at a time
 - B4: aggregate output tok/s of P2's workload (8 concurrent requests, one 1-tile image each), quantized / bf16
   (target ≥ 1.0× each).
 - TTFT of a 13-tile image, quantized / bf16 (target ≤ 1.15×; full profile only).
+- AWQ `Int4` on CPU (reported, no target): batch-1 decode tok/s of the full-size 4B-AWQ architecture (the smallest
+  AWQ spec; its 3B language model on torch's int4 kernels), full profile only.
 - B5: vlserve's batch-1 decode against llama.cpp's (`llama-bench` tg, 2 threads) on the language model converted by
   llama.cpp's own converter: bf16 vs bf16, 8-bit vs q8_0, 4-bit vs q4_0 (target ≥ 1.0×, reported); skipped with
   the reason where llama.cpp is not built (benchmarks/build_llama_cpp.sh).
@@ -62,6 +64,11 @@ def run(ctx: Context) -> ScenarioResult:
             result.check(Figure.of(f"13-tile TTFT {label} / bf16", "×", ratios(ttft[label], ttft["bf16"])),
                          at_most(1.15, "×"))  # fmt: skip
     _peer(ctx, result, model, decode)
+    if not cfg.quick:
+        try:
+            _awq(ctx, result)
+        except Exception as exc:  # noqa: BLE001 - a report beside the targets must not lose them
+            result.notes.append(f"AWQ Int4 4B decode not measured: {type(exc).__name__}: {exc}")
     for label, samples in decode.items():
         result.add(Figure.of(f"{label}: batch-1 decode ({kernels[label]})", "tok/s", samples))
     for label, samples in batch8.items():
@@ -71,6 +78,17 @@ def run(ctx: Context) -> ScenarioResult:
     result.notes.append(f"decode after a text prompt, {cfg.b1_max_tokens} output tokens; batch 8: "
                         f"{cfg.p2_requests} concurrent 1-tile image requests of {cfg.b1_max_tokens} tokens")  # fmt: skip
     return result
+
+
+def _awq(ctx: Context, result: ScenarioResult) -> None:
+    """The smallest AWQ spec's decode on CPU (issue #18 item 5): reported beside the 1B figures."""
+    model = models.prepare(ctx.work_dir, full_size=True, architecture="InternVL2_5-4B-AWQ")
+    with InProcessEngine(model, "Int4") as engine:
+        run_engine(engine, text_mix(1, 4), 1)  # warm-up
+        samples = [1 / run_engine(engine, text_mix(1, ctx.config.b1_max_tokens), 1).requests[0].inter_token_s
+                   for _ in range(ctx.config.repeats)]  # fmt: skip
+    result.add(Figure.of(f"AWQ Int4 {model.label}: batch-1 decode (torch int4 kernels)", "tok/s", samples))
+    ctx.log(f"B3 AWQ 4B: decode {samples[0]:.1f} tok/s")
 
 
 def _peer(ctx: Context, result: ScenarioResult, model, decode: dict[str, list[float]]) -> None:

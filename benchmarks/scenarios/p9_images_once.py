@@ -27,7 +27,7 @@ from benchmarks.inprocess import InProcessEngine
 from benchmarks.results import ScenarioResult
 from benchmarks.scenarios import Context
 from benchmarks.scenarios.p4_vllm import CPU as VLLM_CPU
-from benchmarks.scenarios.p4_vllm import vllm_usable
+from benchmarks.scenarios.p4_vllm import eager, vllm_usable
 from benchmarks.stats import Figure, at_least, at_most, ratios
 from benchmarks.workload import PROMPTS, synthetic_image, thirteen_tile_size
 
@@ -65,8 +65,9 @@ def run(ctx: Context) -> ScenarioResult:
     if not usable:
         result.notes.append(f"P9 on the vLLM engine skipped: {reason}")
         return result
-    options = {**VLLM_CPU.options, "enable_prefix_caching": True}
-    with _environment(VLLM_CPU.env), InProcessEngine(model, engine="vLLM", **options) as host:
+    setup = eager(VLLM_CPU) if cfg.p4_enforce_eager else VLLM_CPU  # as P4: no cold torch.compile on 2 cores
+    options = {**setup.options, "enable_prefix_caching": True}
+    with _environment(setup.env), InProcessEngine(model, engine="vLLM", **options) as host:
         _p9(ctx, result, host, "vLLM", min(repeats, 2), seed=150)
     return result
 

@@ -64,7 +64,7 @@ class EngineOptions(LaunchOptionsBase):
         None, description="Prompt tokens per prefill step (also the prefix cache's reuse granularity); unset: 64 "
         "on CPU, 512 on a GPU. Smaller: decoding streams pause less while a long prompt is prefilled.")
     prefill_slice_ms: Annotated[int, _whole(1)] = Field(
-        150, description="While other sequences decode, a long prefill (vision tiles, prompt chunks) runs this "
+        200, description="While other sequences decode, a long prefill (vision tiles, prompt chunks) runs this "
         "many ms between two decode steps; smaller: smoother streams, slower first token for the new prompt.")
     quantize_lm_head: bool = Field(
         False, description="8-bit/4-bit on CPU: the lm_head too, as int8 (less memory read per step, int8 error in "

@@ -82,7 +82,7 @@ class ModelParts:
 
 class Scheduler:
     def __init__(self, tools: PrefillTools, cache: SlotKVCache, stop_ids: frozenset[int], tokenizer: Any,
-                 slice_s: float = 0.15) -> None:  # fmt: skip
+                 slice_s: float = 0.2) -> None:  # fmt: skip
         self.parts, self.tools, self.cache = tools.parts, tools, cache
         self.stop_ids, self.tokenizer = stop_ids, tokenizer
         self.slice_s = slice_s  # prefill time per loop iteration (between two decode steps)
