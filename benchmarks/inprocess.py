@@ -14,17 +14,19 @@ import threading
 from collections.abc import Coroutine
 from typing import Any, Self
 
-from benchmarks.models import PreparedModel, resolved
+from benchmarks.models import PreparedModel, engine_options, resolved
 
 
 class InProcessEngine:
     def __init__(self, model: PreparedModel, quantization: str = "none", engine: str = "Transformers",
-                 **options: Any) -> None:  # fmt: skip
+                 caches: bool = False, **options: Any) -> None:  # fmt: skip
+        """`caches`: keep the Transformers engine's image and prefix caches on (models.COLD says why not)."""
         from vlserve.engines import get_factory
 
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="bench-engine-loop", daemon=True)
         self._thread.start()
+        options = engine_options(engine, options, caches)
         self.engine = get_factory(engine).create(resolved(model, quantization, engine), model.path, options)
         try:
             self.info = self.call(self.engine.load())

@@ -17,6 +17,14 @@ from typing import Any
 from benchmarks.threads import on_own_thread
 
 ARCHITECTURE = "InternVL2_5-1B"
+# The Transformers engine's image and prefix caches make a repeated prompt nearly free; the scenarios repeat their
+# prompts to measure spread, so every scenario but P9-P11 (which measure the caches) runs that engine without them.
+COLD = {"image_cache_mb": 0, "prefix_cache_mb": 0}
+
+
+def engine_options(engine: str, options: dict[str, Any], caches: bool = False) -> dict[str, Any]:
+    """`options`, with the Transformers engine's caches off unless `caches` (explicit options win)."""
+    return {**COLD, **options} if engine == "Transformers" and not caches else dict(options)
 _STAMP = ".bench-stamp.json"
 
 
@@ -81,7 +89,7 @@ def resolved(model: PreparedModel, quantization: str = "none", engine: str = "Tr
 
 
 def launch_body(model: PreparedModel, uid: str, engine: str = "Transformers", quantization: str = "none",
-                **options: Any) -> dict[str, Any]:  # fmt: skip
+                caches: bool = False, **options: Any) -> dict[str, Any]:  # fmt: skip
     """POST /v1/models body (Xinference's launch) for a prepared model; extra keys are engine options."""
     return {**model.launch_spec, "model_engine": engine, "quantization": quantization, "model_uid": uid,
-            "model_path": str(model.path), **options}  # fmt: skip
+            "model_path": str(model.path), **engine_options(engine, options, caches)}  # fmt: skip

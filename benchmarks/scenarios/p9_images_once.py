@@ -56,7 +56,7 @@ def run(ctx: Context) -> ScenarioResult:
     cfg, result = ctx.config, ScenarioResult(ID, TITLE, BASELINE)
     model = (models.full_size if cfg.p9_full_size else models.twin)(ctx.work_dir)
     repeats = cfg.repeats
-    with InProcessEngine(model) as host:
+    with InProcessEngine(model, caches=True) as host:
         _p9(ctx, result, host, "Transformers", repeats, seed=100)
         _p10(ctx, result, host, repeats)
         _p11(ctx, result, host)
