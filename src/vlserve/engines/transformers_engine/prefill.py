@@ -53,8 +53,13 @@ class Prefill:
 
     def advance(self, deadline: float | None = None) -> bool:
         """Run units until the prefill is done (True) or `time.perf_counter()` passes `deadline` (False)."""
+        device = self.tools.parts.input_device
         for _ in self._steps:
             self.units += 1
+            if deadline is not None and device.type == "cuda":
+                import torch
+
+                torch.cuda.synchronize(device)  # the clock must see the unit's work, not only its launch
             if deadline is not None and time.perf_counter() >= deadline:
                 return False
         return True

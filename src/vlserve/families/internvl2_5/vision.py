@@ -3,8 +3,8 @@ an image's encoding with other requests' decode steps.
 
 `feature_steps` is a generator: it yields after each unit (the patch embedding, then one encoder layer over a
 group of tiles) and returns the image's features [tiles * 256, text hidden]. InternViT attends within a tile only,
-so running the tiles in groups gives the same values as the whole batch; groups are fixed (never chosen by timing),
-so an image's features are the same bits however its encoding was sliced. The rest is `get_image_features`' own
+so running the tiles in groups gives the same values as the whole batch; groups are fixed (one tile on CPU, the whole
+image on a GPU; never chosen by timing), so an image's features are the same bits however its encoding was sliced. The rest is `get_image_features`' own
 steps: final layernorm, dropping the CLS token, pixel shuffle, projector.
 """
 
@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import torch
 
-TILES_PER_UNIT = 1  # one 448x448 tile through one encoder layer: ~0.1 s for InternViT-300M on 2 CPU cores
+TILES_PER_UNIT = 1  # on CPU, one 448x448 tile through one encoder layer: ~0.1 s for InternViT-300M on 2 cores
 
 
 def feature_steps(model: Any, pixel_values: torch.Tensor) -> Generator[None, None, torch.Tensor]:
@@ -30,7 +30,8 @@ def feature_steps(model: Any, pixel_values: torch.Tensor) -> Generator[None, Non
     tower = inner.vision_tower
     device = next(tower.parameters()).device
     pixels = pixel_values.to(device=device, dtype=inner.dtype)
-    hidden = [tower.embeddings(pixels[i : i + TILES_PER_UNIT]) for i in range(0, len(pixels), TILES_PER_UNIT)]
+    group = TILES_PER_UNIT if device.type == "cpu" else len(pixels)  # a GPU wants the whole image per kernel
+    hidden = [tower.embeddings(pixels[i : i + group]) for i in range(0, len(pixels), group)]
     yield
     for layer in tower.encoder.layer:
         for index, states in enumerate(hidden):
