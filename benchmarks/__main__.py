@@ -34,7 +34,28 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--vllm-python", default=None, metavar="PYTHON",
                      help="interpreter with vLLM installed, for P4's servers (default: $VLSERVE_BENCH_VLLM_PYTHON "
                           "or this interpreter)")  # fmt: skip
+    again = verbs.add_parser("report", help="rewrite RESULTS.md from the last run's results-<profile>.json",
+                             description="Render the report again from saved results, without measuring.")  # fmt: skip
+    again.add_argument("--quick", action="store_true", help="the quick profile's results")
+    again.add_argument("--work", type=Path, default=DEFAULT_WORK, metavar="DIR")
+    again.add_argument("--results", type=Path, default=DEFAULT_RESULTS, metavar="FILE")
     return root
+
+
+def _report(args: argparse.Namespace) -> int:
+    import json
+
+    from benchmarks import report
+    from benchmarks.results import RunResult
+
+    saved = args.work / f"results-{'quick' if args.quick else 'full'}.json"
+    if not saved.is_file():
+        print(f"benchmarks: no saved results at {saved}; run `python -m benchmarks run` first", file=sys.stderr)
+        return 2
+    run = RunResult.from_dict(json.loads(saved.read_text()))
+    report.write(run, args.results, "python -m benchmarks report")
+    print(f"wrote {args.results}")
+    return 0
 
 
 def _interrupt_on_sigterm() -> None:
@@ -48,6 +69,8 @@ def _interrupt_on_sigterm() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    if args.verb == "report":
+        return _report(args)
     _interrupt_on_sigterm()
     from benchmarks.runner import UnknownScenario, run
 

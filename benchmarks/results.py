@@ -70,3 +70,11 @@ class RunResult:
     def to_dict(self) -> dict[str, Any]:
         return {"profile": self.profile, "machine": self.machine, "started": self.started, "seconds": self.seconds,
                 "busy_note": self.busy_note, "scenarios": [s.to_dict() for s in self.scenarios]}  # fmt: skip
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunResult:
+        scenarios = [ScenarioResult.from_dict({"started": data.get("started", ""),
+                                               "busy_note": data.get("busy_note", ""), **s})
+                     for s in data["scenarios"]]  # fmt: skip
+        return cls(data["profile"], data["machine"], scenarios, data["started"], data["seconds"],
+                   data.get("busy_note", ""))  # fmt: skip

@@ -56,10 +56,7 @@ def _merged(fresh: list[ScenarioResult], previous: Path) -> list[ScenarioResult]
     """This run's results, plus the previous run's for the scenarios this one did not run, in ORDER."""
     by_id = {}
     if previous.is_file():
-        saved = json.loads(previous.read_text())
-        for data in saved["scenarios"]:  # a result saved before results were dated takes its run's date and note
-            data = {"started": saved.get("started", ""), "busy_note": saved.get("busy_note", ""), **data}
-            by_id[data["id"]] = ScenarioResult.from_dict(data)
+        by_id = {s.id: s for s in RunResult.from_dict(json.loads(previous.read_text())).scenarios}
     by_id.update({s.id: s for s in fresh})
     return [by_id[i] for i in ORDER if i in by_id]
 

@@ -71,6 +71,16 @@ class Target:
     def met_by(self, value: float) -> bool:
         return (self.low is None or value >= self.low) and (self.high is None or value <= self.high)
 
+    @classmethod
+    def parse(cls, text: str) -> Target:
+        """The target `at_least` / `at_most` / `within` wrote as `text` (results saved without the bounds)."""
+        import re
+
+        number = float(re.search(r"[-+]?\d[\d,]*\.?\d*(?:e[-+]?\d+)?", text).group().replace(",", ""))
+        if text.startswith("within"):
+            return cls(text, 1 - number / 100, 1 + number / 100)
+        return cls(text, low=number) if text.startswith("≥") else cls(text, high=number)
+
 
 def at_least(value: float, unit: str = "×") -> Target:
     return Target(f"≥ {fmt(value)}{unit}", low=value)
@@ -109,6 +119,8 @@ class Check:
         target = None
         if data.get("target") is not None:
             target = Target(data["target"], data.get("target_low"), data.get("target_high"))
+            if target.low is None and target.high is None:
+                target = Target.parse(data["target"])
         return cls(Figure.from_dict(data), target, data.get("if_missed", ""))
 
 

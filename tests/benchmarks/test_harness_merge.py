@@ -45,3 +45,27 @@ def test_merge_keeps_the_other_scenarios_and_dates_each(tmp_path):
     assert "## P6 — launch" in markdown and ", measured " in markdown
     alone = run(quick_config(only=("P3",), **base), console=console)  # without --merge: only what ran
     assert [s.id for s in alone.scenarios] == ["P3"]
+
+
+def test_a_check_saved_without_its_bounds_keeps_its_verdict():
+    from benchmarks.stats import Target
+
+    assert (Target.parse("≥ 0.95×").low, Target.parse("≤ 1.15 ×").high) == (0.95, 1.15)
+    assert (Target.parse("within ±10%").low, Target.parse("within ±10%").high) == (0.9, 1.1)
+    old = {"name": "P1 ratio", "unit": "×", "samples": [0.5, 0.6], "target": "≥ 0.95×", "passed": False}
+    assert Check.from_dict(old).verdict() == "MISS"  # results.json written before bounds were saved
+
+
+def test_report_renders_saved_results_again(tmp_path):
+    from benchmarks.__main__ import main
+
+    work, report = tmp_path / "work", tmp_path / "RESULTS.md"
+    assert main(["report", "--work", str(work), "--results", str(report)]) == 2  # nothing saved yet
+    result = ScenarioResult("P9", "title", "baseline", started="2026-12-06T21:00:00+00:00")
+    result.check(Figure.of("ratio", "×", [0.5]), at_least(0.6))
+    work.mkdir()
+    run = {"profile": "full", "machine": {"cpu": "x"}, "started": "2026-12-06T21:00:00+00:00", "seconds": 60.0,
+           "busy_note": "", "scenarios": [result.to_dict()]}  # fmt: skip
+    (work / "results-full.json").write_text(json.dumps(run))
+    assert main(["report", "--work", str(work), "--results", str(report)]) == 0
+    assert "| P9 | ratio | 0.5× (n=1) | ≥ 0.6× | ❌ miss |" in report.read_text(encoding="utf-8")
