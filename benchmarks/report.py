@@ -80,6 +80,7 @@ def _how_to_run() -> list[str]:
         "python -m benchmarks run --quick         # every CPU scenario, reduced (under 10 min)",
         "python -m benchmarks run --only P3,P5    # some scenarios only (the report then holds only those)",
         "python -m benchmarks run --only P9 --merge  # rerun some, keep the others' last results (dated per section)",
+        "python -m benchmarks report             # rewrite this file from the saved results, measuring nothing",
         "benchmarks/build_llama_cpp.sh            # once: builds llama.cpp, B5's peer (else B5 is skipped)",
         "benchmarks/gpu_p7.sh                     # P7, on a machine with a CUDA GPU and vLLM",
         "benchmarks/gpu_check.sh                  # Transformers engine on a GPU: tests + figures (RESULTS-GPU.md)",
