@@ -69,7 +69,8 @@ class Prefill:
 
         tools, ids = self.tools, self.job.prompt_ids
         images = self._images()
-        entry, self.reused = tools.prefix_cache.match(ids, [(start, key) for start, _, key, _ in images])
+        placed = [(start, key) for start, _, key, _ in images]  # what the prefix cache compares
+        entry, self.reused = tools.prefix_cache.match(ids, placed)
         kv = DynamicCache(config=tools.parts.model.config.get_text_config())
         for index, (keys, values) in enumerate(entry.layers if entry is not None else ()):
             kv.update(keys[:, :, : self.reused], values[:, :, : self.reused], index)
@@ -83,7 +84,7 @@ class Prefill:
         hidden = yield from self._text(kv, features)
         self.logits = tools.parts.lm_head(hidden[:, -1]).float()[0]
         self.layers = [(layer.keys, layer.values) for layer in kv.layers]
-        tools.prefix_cache.put(ids, [(start, key) for start, _, key, _ in images], self.layers)
+        tools.prefix_cache.put(ids, placed, self.layers)
 
     def _images(self) -> list[tuple[int, int, str, Any]]:
         """(start, tokens, key, pixels) per image, pairing the prompt's image-token runs with the family's records."""
