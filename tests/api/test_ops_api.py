@@ -8,6 +8,7 @@ import logging
 import time
 
 from api_helpers import SEED_LAUNCH, assert_openai_error, png_data_uri
+from prometheus_client.parser import text_string_to_metric_families
 
 from vlserve.api.logs import JsonFormatter, RequestIdFilter, request_id_var
 
@@ -73,11 +74,21 @@ def test_image_caches_show_in_the_description_and_metrics(http, model_uid):
     after = encoder()
     assert after["misses"] == before["misses"] + 1 and after["hits"] == before["hits"] + 1
     assert after["bytes"] > 0 and after["budget_bytes"] == 512 << 20
-    text = http.get("/metrics").text
-    labels = f'cache="encoder",model="{model_uid}",replica="0"'
-    assert f"vlserve_cache_hits_total{{{labels}}} {float(after['hits'])}" in text
-    assert f"vlserve_cache_bytes{{{labels}}} {float(after['bytes'])}" in text
-    assert f'vlserve_cache_tokens_reused_total{{cache="prefix",model="{model_uid}",replica="0"}}' in text
+    samples = _metric_samples(http.get("/metrics").text)
+    labels = (("cache", "encoder"), ("model", model_uid), ("replica", "0"))
+    assert samples[("vlserve_cache_hits_total", labels)] == after["hits"]
+    # Prometheus writes big floats in exponent form (4.58752e+06), so values are compared parsed, not as text
+    assert samples[("vlserve_cache_bytes", labels)] == after["bytes"]
+    assert ("vlserve_cache_tokens_reused_total", (("cache", "prefix"),) + labels[1:]) in samples
+
+
+def _metric_samples(text: str) -> dict[tuple, float]:
+    """Every sample of a Prometheus exposition, keyed by (name, sorted labels)."""
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
 
 
 def test_request_ids_are_echoed_or_made_up(http):
