@@ -1,12 +1,13 @@
 """The decode attention (grouped queries on their KV heads): one sequence goes through torch's fused SDPA kernel,
-a batch through two matmuls + a masked softmax; both must equal plain attention with K/V repeated per query head."""
+a batch through two matmuls + a masked softmax; both must equal plain attention with K/V repeated per query head.
+The prefill-chunk attention gives transformers' own bits."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from vlserve.engines.transformers_engine.attention import decode_attention
+from vlserve.engines.transformers_engine.attention import chunk_attention, decode_attention
 
 
 def reference(query, key, value, mask):
@@ -32,3 +33,23 @@ def test_decode_attention_equals_reference(dtype, tol, lengths):
         got = decode_attention(query, key, value, mask, None)
     assert got.shape == (batch, 1, heads, dim) and got.dtype == dtype
     torch.testing.assert_close(got.double(), reference(query, key, value, mask), rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_chunk_attention_equals_transformers_sdpa_bit_for_bit(dtype):
+    """A prefill chunk after a cached prefix: SDPA with shared K/V heads gives the bits of transformers' own path,
+    which copies K/V per query head first (so a chunked prompt's K/V did not change when this replaced it)."""
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    torch.manual_seed(0)
+    heads, kv_heads, dim, past, queries = 14, 2, 64, 150, 64
+    query = torch.randn(1, heads, queries, dim, dtype=dtype)
+    key = torch.randn(1, kv_heads, past + queries, dim, dtype=dtype)
+    value = torch.randn(1, kv_heads, past + queries, dim, dtype=dtype)
+    mask = (torch.arange(past, past + queries)[:, None] >= torch.arange(past + queries)[None, :])[None, None]
+    module = torch.nn.Module()
+    module.num_key_value_groups, module.is_causal = heads // kv_heads, True
+    with torch.inference_mode():
+        got = chunk_attention(query, key, value, mask, dim**-0.5)
+        theirs, _ = sdpa_attention_forward(module, query, key, value, mask, scaling=dim**-0.5)
+    assert got.shape == (1, queries, heads, dim) and torch.equal(got, theirs)

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from vlserve.engines.transformers_engine import cpu_linears
-from vlserve.engines.transformers_engine.decode import fast_decode_step
+from vlserve.engines.transformers_engine.decode import chunk_step, fast_decode_step
 from vlserve.engines.transformers_engine.kv_cache import SlotKVCache
 
 
@@ -82,3 +82,43 @@ def test_models_it_does_not_cover_keep_their_forward(twin_dir):
     lm.config.layer_types = ["full_attention"] * lm.config.num_hidden_layers
     lm.to("meta")
     assert fast_decode_step(lm) is None  # weights not on the CPU
+
+
+@pytest.mark.parametrize("architecture", ["InternVL2_5-1B", "InternVL2_5-2B"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_chunk_step_equals_the_model_forward(twin_dir, architecture, dtype):
+    """A prompt prefilled chunk by chunk (a first chunk, chunks after a cached prefix, a last single token) gives the
+    hidden states and K/V of the language model's own forward over the same chunks, bit for bit."""
+    from transformers import DynamicCache
+
+    model = _load(twin_dir, architecture, dtype)
+    lm = model.model.language_model
+    fast = chunk_step(lm)
+    ids = torch.arange(3, 3 + 64 + 64 + 21 + 1)[None]
+    ours, theirs = DynamicCache(config=lm.config), DynamicCache(config=lm.config)
+    with torch.inference_mode():
+        embeds = model.get_input_embeddings()(ids)
+        for begin, end in [(0, 64), (64, 128), (128, 149), (149, 150)]:
+            positions = torch.arange(begin, end)[None]
+            got = fast(embeds[:, begin:end], positions, ours)
+            expected = lm(inputs_embeds=embeds[:, begin:end], position_ids=positions, past_key_values=theirs,
+                          use_cache=True).last_hidden_state  # fmt: skip
+            assert torch.equal(got, expected), (begin, end)
+    for mine, other in zip(ours.layers, theirs.layers, strict=True):
+        assert torch.equal(mine.keys, other.keys) and torch.equal(mine.values, other.values)
+
+
+def test_models_it_does_not_cover_chunk_through_their_forward(twin_dir):
+    model = _load(twin_dir, "InternVL2_5-1B", torch.float32)
+    lm = model.model.language_model
+    lm.layers[0].mlp._hf_hook = object()
+    step = chunk_step(lm)
+    del lm.layers[0].mlp._hf_hook
+    called = []
+    lm.register_forward_hook(lambda *_: called.append(True))
+    from transformers import DynamicCache
+
+    with torch.inference_mode():
+        embeds = model.get_input_embeddings()(torch.tensor([[5, 6, 7]]))
+        step(embeds, torch.arange(3)[None], DynamicCache(config=lm.config))
+    assert called == [True]

@@ -5,8 +5,9 @@ attention by reshaping the queries onto their KV heads, so K/V are never repeate
 SDPA path copies them `heads/kv_heads` times whenever a mask is given). A single sequence's step hands the grouped
 queries to torch's fused SDPA kernel (measured on the 2-core machine, 1B shapes: 17-21 µs per layer at a context of
 70 against 107 µs for two bf16 matmuls + softmax; equal at 4,000); batches keep the matmuls, which the fused
-kernel's masked path loses to from a few hundred tokens of context on (B=8: 301 vs 244 µs at 600). Everything
-else (prefill, vision) goes to transformers' own SDPA function unchanged.
+kernel's masked path loses to from a few hundred tokens of context on (B=8: 301 vs 244 µs at 600). Prefill chunks
+that continue a cached prefix (several queries, a mask) give SDPA the K/V heads as they are (`enable_gqa`).
+Everything else (a prompt's first chunk, vision) goes to transformers' own SDPA function unchanged.
 
 Masks: the name is registered with transformers' SDPA mask builder too, so a prefill chunk that continues a cached
 prefix (fewer queries than keys) gets the causal mask aligned to its own positions; without it transformers builds
@@ -34,10 +35,24 @@ def register() -> str:
 def _attention(module, query, key, value, attention_mask, dropout=0.0, scaling=None, is_causal=None, **kwargs):
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
-    if query.shape[2] != 1 or attention_mask is None or attention_mask.dim() != 4:
+    if attention_mask is None or attention_mask.dim() != 4:
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
                                       is_causal=is_causal, **kwargs)  # fmt: skip
-    return decode_attention(query, key, value, attention_mask, scaling), None
+    if query.shape[2] == 1:
+        return decode_attention(query, key, value, attention_mask, scaling), None
+    return chunk_attention(query, key, value, attention_mask, scaling), None
+
+
+def chunk_attention(query, key, value, mask, scaling):
+    """A prefill chunk after a cached prefix: query [B, H, C, D], key/value [B, Hkv, L, D], mask [B, 1, C, L] ->
+    output [B, C, H, D]. SDPA shares the K/V heads itself (`enable_gqa`); transformers' path would copy them per
+    query head first. Same bits as that path (float32 and bfloat16, checked), ~25% less attention time on the 1B's
+    13-tile prompt in 64-token chunks."""
+    import torch
+
+    out = torch.nn.functional.scaled_dot_product_attention(query, key, value, attn_mask=mask, scale=scaling,
+                                                           enable_gqa=key.shape[1] != query.shape[1])  # fmt: skip
+    return out.transpose(1, 2).contiguous()
 
 
 def decode_attention(query, key, value, mask, scaling):

@@ -210,21 +210,21 @@ def _emitter(loop: asyncio.AbstractEventLoop, queue: asyncio.Queue):
 
 
 def _model_parts(model):
-    from vlserve.engines.transformers_engine.decode import decode_step
+    from vlserve.engines.transformers_engine.decode import chunk_step, decode_step
     from vlserve.engines.transformers_engine.scheduler import ModelParts
 
     language_model = model.model.language_model
     embed = model.get_input_embeddings()
     text = model.config.get_text_config()
     return ModelParts(model, embed, language_model, model.lm_head, embed.weight.device, text.vocab_size,
-                      decode_step(language_model))  # fmt: skip
+                      decode_step(language_model), chunk_step(language_model))  # fmt: skip
 
 
 def _prefill_tools(parts, family, options: EngineOptions, device: str):
     from vlserve.engines.transformers_engine.caches import MIB, EncoderCache, PrefixCache
     from vlserve.engines.transformers_engine.prefill import PrefillTools
 
-    chunk = options.prefill_chunk or (64 if device == "cpu" else 512)
+    chunk = options.prefill_chunk or (128 if device == "cpu" else 512)
     return PrefillTools(parts, family, EncoderCache(options.image_cache_mb * MIB),
                         PrefixCache(options.prefix_cache_mb * MIB, chunk), chunk)  # fmt: skip
 

@@ -61,8 +61,9 @@ class EngineOptions(LaunchOptionsBase):
         "one (the next turn of a chat, the same image and question) computes only its new tokens; 0 disables. Per "
         "token: layers x 2 x kv_heads x head_dim x 2 bytes (12 KiB on the 1B, 320 KiB on the 78B).")
     prefill_chunk: Annotated[int | None, _whole(16)] = Field(
-        None, description="Prompt tokens per prefill step (also the prefix cache's reuse granularity); unset: 64 "
-        "on CPU, 512 on a GPU. Smaller: decoding streams pause less while a long prompt is prefilled.")
+        None, description="Prompt tokens per prefill step (also the prefix cache's reuse granularity); unset: 128 "
+        "on CPU, 512 on a GPU. Smaller: decoding streams pause less while a long prompt is prefilled; larger: a "
+        "long prompt's first token comes sooner (README: 'Images paid once').")
     prefill_slice_ms: Annotated[int, _whole(1)] = Field(
         200, description="While other sequences decode, a long prefill (vision tiles, prompt chunks) runs this "
         "many ms between two decode steps; smaller: smoother streams, slower first token for the new prompt.")

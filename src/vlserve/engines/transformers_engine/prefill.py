@@ -117,7 +117,6 @@ class Prefill:
         for begin in range(done, len(self.job.prompt_ids), chunk):
             end = min(begin + chunk, len(self.job.prompt_ids))
             positions = torch.arange(begin, end, device=p.input_device)[None]
-            hidden = p.language_model(inputs_embeds=embeds[:, begin - done : end - done], position_ids=positions,
-                                      past_key_values=kv, use_cache=True).last_hidden_state  # fmt: skip
+            hidden = p.chunk(embeds[:, begin - done : end - done], positions, kv)
             yield
         return hidden

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from vlserve.engines.base import Delta, FinishReason, SamplingParams, TokenLogprob
-from vlserve.engines.transformers_engine.decode import DecodeStep
+from vlserve.engines.transformers_engine.decode import ChunkStep, DecodeStep
 from vlserve.engines.transformers_engine.detok import IncrementalDetokenizer
 from vlserve.engines.transformers_engine.guided import GuidedSequence, mask_rows
 from vlserve.engines.transformers_engine.kv_cache import SlotKVCache
@@ -78,6 +78,7 @@ class ModelParts:
     input_device: torch.device
     vocab_size: int
     decode: DecodeStep  # one token per sequence through the language model (decode.py)
+    chunk: ChunkStep  # one prefill chunk of one sequence through the language model (decode.py)
 
 
 class Scheduler:
