@@ -48,6 +48,7 @@ class RunConfig:
     p12_items: int = 3
     p12_concurrency: tuple[int, ...] = (1, 8)
     p12_mask_walks: int = 20
+    p12_repeats: int = 6  # pairs of waves: a wave's pace drifts by ±15% on this machine, the mask costs a few %
     # P4/P7: vLLM
     p4_full_size: bool = True  # the full-size 1B arch with text prompts next to the twin (1-tile images)
     # no torch.compile on either side: a cold compile takes minutes per server start on 2 cores, and both sides get
@@ -66,6 +67,7 @@ def quick_config(**overrides) -> RunConfig:
         quick=True, repeats=1, p1_concurrency=(1, 8), p1_max_tokens=16, p2_max_tokens=32, p2_full_size=False,
         p3_repeats=5, p5_repeats=1, p6_repeats=2, b1_max_tokens=12, b2_max_tiles=(1,),
         p4_full_size=False, p4_enforce_eager=True, p9_full_size=False, p12_items=1, p12_mask_walks=5,
+        p12_repeats=1,
     )
     return replace(base, **overrides)
 

@@ -29,8 +29,9 @@ ID, TITLE = "P2", "Continuous batching: 8 concurrent image requests, Transformer
 BASELINE = "a plain HF model.generate per request in 8 threads, same converted model (no batching)"
 IF_MISSED = (
     "each request's prefill (the ViT on its tile plus a ~300-token prompt: 2-4 s of compute-bound work on 2 cores) "
-    "runs alone and pauses the decode batch, so the 8 prefills are a large, unbatchable share of the run; batching "
-    "wins only in decode. What would close it: chunked prefill interleaved with decode steps."
+    "is a large, unbatchable share of the run: prefills run one at a time, in slices between decode steps (#15), "
+    "and batching wins only in decode. What would close it: decode tokens riding along in the prefill chunks' "
+    "forward passes (one weight read for both), or prefilling waiting prompts together"
 )
 
 
