@@ -5,9 +5,11 @@ attention by reshaping the queries onto their KV heads, so K/V are never repeate
 SDPA path copies them `heads/kv_heads` times whenever a mask is given). A single sequence's step hands the grouped
 queries to torch's fused SDPA kernel (measured on the 2-core machine, 1B shapes: 17-21 µs per layer at a context of
 70 against 107 µs for two bf16 matmuls + softmax; equal at 4,000); batches keep the matmuls, which the fused
-kernel's masked path loses to from a few hundred tokens of context on (B=8: 301 vs 244 µs at 600). Prefill chunks
-that continue a cached prefix (several queries, a mask) give SDPA the K/V heads as they are (`enable_gqa`).
-Everything else (a prompt's first chunk, vision) goes to transformers' own SDPA function unchanged.
+kernel's masked path loses to from a few hundred tokens of context on (B=8: 301 vs 244 µs at 600). On CPU,
+prefill chunks that continue a cached prefix (several queries, a mask) give SDPA the K/V heads as they are
+(`enable_gqa`); on a GPU they keep transformers' path (which notes that CUDA's SDPA, given a mask and shared
+heads, falls back to its math kernel). Everything else (a prompt's first chunk, vision) goes to transformers' own SDPA function
+unchanged.
 
 Masks: the name is registered with transformers' SDPA mask builder too, so a prefill chunk that continues a cached
 prefix (fewer queries than keys) gets the causal mask aligned to its own positions; without it transformers builds
@@ -35,7 +37,7 @@ def register() -> str:
 def _attention(module, query, key, value, attention_mask, dropout=0.0, scaling=None, is_causal=None, **kwargs):
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
-    if attention_mask is None or attention_mask.dim() != 4:
+    if attention_mask is None or attention_mask.dim() != 4 or (query.shape[2] > 1 and query.device.type != "cpu"):
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
                                       is_causal=is_causal, **kwargs)  # fmt: skip
     if query.shape[2] == 1:
