@@ -8,8 +8,8 @@ queries to torch's fused SDPA kernel (measured on the 2-core machine, 1B shapes:
 kernel's masked path loses to from a few hundred tokens of context on (B=8: 301 vs 244 µs at 600). On CPU,
 prefill chunks that continue a cached prefix (several queries, a mask) give SDPA the K/V heads as they are
 (`enable_gqa`); on a GPU they keep transformers' path (which notes that CUDA's SDPA, given a mask and shared
-heads, falls back to its math kernel). Everything else (a prompt's first chunk, vision) goes to transformers' own SDPA function
-unchanged.
+heads, falls back to its math kernel). Everything else (a prompt's first chunk, vision) goes to transformers'
+own SDPA function unchanged.
 
 Masks: the name is registered with transformers' SDPA mask builder too, so a prefill chunk that continues a cached
 prefix (fewer queries than keys) gets the causal mask aligned to its own positions; without it transformers builds
