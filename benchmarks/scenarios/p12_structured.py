@@ -3,9 +3,11 @@ engine's grammar mask (xgrammar, `guided.py`) against the same requests unconstr
 (random weights), in-process, c=1 and c=8 (target ≥ 0.9×: the mask must not be the bottleneck); and the per-token
 mask time of xgrammar and llguidance on the model's tokenizer with the same schema (benchmarks/grammar_masks.py).
 
-Same work on both sides: the guided wave runs first (greedy; it ends when the JSON closes, which the schema's
-bounded lengths guarantee even from random weights); the unguided wave then asks for exactly the token counts the
-guided requests produced (`ignore_eos`). Text prompts, so the ratio is about decode, where the mask runs.
+Same work on both sides: a first guided wave (greedy; it ends when the JSON closes, which the schema's bounded
+lengths guarantee even from random weights) fixes the token counts, and the unguided waves ask for exactly those
+(`ignore_eos`). Then one warm-up wave per side and six pairs of waves in alternating order: identical waves drift
+by ±15% on the shared 2-core machine, more than the mask costs. Text prompts, so the ratio is about decode, where
+the mask runs.
 """
 
 from __future__ import annotations
