@@ -1,7 +1,7 @@
 """The decode fast path (decode.py): from the same slot-cache state it gives bit-for-bit the logits and cache writes
 of the language model's own forward, for Qwen2 (1B) and Llama (2B, translated InternLM2) decoders, one sequence or a
 batch of different lengths, plain float32 or fused + reordered bfloat16 (ZenDNN or oneDNN); models it does not
-cover get None."""
+cover get None. The prefill-chunk step likewise gives the forward's hidden states and K/V chunk by chunk."""
 
 from __future__ import annotations
 
