@@ -46,9 +46,9 @@ def _report(args: argparse.Namespace) -> int:
     import json
 
     from benchmarks import report
-    from benchmarks.results import RunResult
+    from benchmarks.results import RunResult, saved_path
 
-    saved = args.work / f"results-{'quick' if args.quick else 'full'}.json"
+    saved = saved_path(args.work, "quick" if args.quick else "full")
     if not saved.is_file():
         print(f"benchmarks: no saved results at {saved}; run `python -m benchmarks run` first", file=sys.stderr)
         return 2

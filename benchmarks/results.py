@@ -78,3 +78,8 @@ class RunResult:
                      for s in data["scenarios"]]  # fmt: skip
         return cls(data["profile"], data["machine"], scenarios, data["started"], data["seconds"],
                    data.get("busy_note", ""))  # fmt: skip
+
+
+def saved_path(work_dir: Path, profile: str) -> Path:
+    """Where a run of `profile` keeps its results (`run --merge` and `report` read them back)."""
+    return work_dir / f"results-{profile}.json"

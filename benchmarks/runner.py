@@ -14,7 +14,7 @@ from rich.console import Console
 
 from benchmarks import machine, report
 from benchmarks.config import RunConfig
-from benchmarks.results import RunResult, ScenarioResult
+from benchmarks.results import RunResult, ScenarioResult, saved_path
 from benchmarks.scenarios import ORDER, Context, module_for
 
 
@@ -41,11 +41,12 @@ def run(config: RunConfig, console: Console | None = None, command: str = "pytho
     results = [_run_one(ctx, scenario_id) for scenario_id in ids]
     for result in results:
         result.busy_note = busy  # the machine as this run found it (a merged result keeps its own run's)
+    saved = saved_path(config.work_dir, config.profile)
     if config.merge:
-        results = _merged(results, config.work_dir / f"results-{config.profile}.json")
+        results = _merged(results, saved)
     outcome = RunResult(config.profile, facts, results, started, time.perf_counter() - start, busy)
     report.print_table(outcome, console)
-    (config.work_dir / f"results-{config.profile}.json").write_text(json.dumps(outcome.to_dict(), indent=2))
+    saved.write_text(json.dumps(outcome.to_dict(), indent=2))
     if config.results_path is not None:
         report.write(outcome, config.results_path, command)
         console.print(f"wrote {config.results_path}")
