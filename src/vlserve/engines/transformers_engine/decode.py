@@ -110,15 +110,7 @@ def _chunk_mask(queries: int, past: int, device: Any) -> torch.Tensor | None:
 
 
 def _chunk_attend(mask, query, key, value, scaling):
-    """What transformers' SDPA function does with that mask (or its absence) for one sequence."""
-    import torch
-
-    if mask is not None:
-        return chunk_attention(query, key, value, mask, scaling)
-    out = torch.nn.functional.scaled_dot_product_attention(query, key, value, scale=scaling,
-                                                           is_causal=query.shape[2] > 1,
-                                                           enable_gqa=key.shape[1] != query.shape[1])  # fmt: skip
-    return out.transpose(1, 2).contiguous()
+    return chunk_attention(query, key, value, mask, scaling)
 
 
 def _covered(language_model: Any) -> bool:
