@@ -4,7 +4,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 set +e
-.venv/bin/python -m pytest -q "$@"
+.venv/bin/python -m pytest -q --durations=25 "$@"  # the slowest tests, to see where CI time goes
 rc=$?
 set -e
 # pytest exits 5 when nothing was collected (e.g. a filter that matches no test): not a failure of the code

@@ -1,4 +1,4 @@
-"""Torch work off the scheduler thread runs on threads that end with it (see engines/transformers_engine/threads.py:
+"""Torch work off the scheduler thread runs on threads that end with it (see engines/threads.py:
 a lingering helper thread's OpenMP team throttled every later decode step)."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from vlserve.engines.transformers_engine.threads import in_own_thread
+from vlserve.engines.threads import in_own_thread
 
 
 def _alive(name: str) -> list[str]:

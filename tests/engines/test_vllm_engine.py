@@ -90,6 +90,36 @@ def test_launch_defaults_and_kv_cache_size(monkeypatch):
     assert LaunchOptions.parse({"cpu_kvcache_space_gib": 1.5}).cpu_kv_cache_bytes() == int(1.5 * 1024**3)
 
 
+async def test_unload_goes_on_when_vllms_own_shutdown_hangs(monkeypatch, tmp_path, caplog):
+    """A wedged vLLM shutdown (a dead or stuck engine core) must not hang terminate: unload waits SHUTDOWN_WAIT_S,
+    then goes on to end the processes; the blocked thread is a daemon and is released here."""
+    import threading
+    import time
+
+    from vlserve.engines import get_factory
+    from vlserve.engines.vllm_engine import engine as vllm_engine
+
+    class WedgedLLM:
+        def __init__(self) -> None:
+            self.release, self.entered = threading.Event(), threading.Event()
+
+        def shutdown(self) -> None:
+            self.entered.set()
+            self.release.wait(30)
+
+    engine = get_factory("vLLM").create(resolved("InternVL2_5-1B"), tmp_path, {})
+    engine.llm = wedged = WedgedLLM()
+    monkeypatch.setattr(vllm_engine, "SHUTDOWN_WAIT_S", 0.3)
+    started = time.monotonic()
+    await engine.unload()
+    try:
+        assert wedged.entered.is_set() and time.monotonic() - started < 10 and engine.llm is None
+        assert "did not return within" in caplog.text
+        assert all(t.daemon for t in threading.enumerate() if t.name == "vlserve-vllm-shutdown")
+    finally:
+        wedged.release.set()
+
+
 def test_supports_the_page_specs_only():
     from vlserve.engines import get_factory
     from vlserve.registry import ResolvedSpec
@@ -326,7 +356,20 @@ async def test_a_dead_engine_core_fails_requests_with_engine_dead(vllm_pool, twi
     psutil.wait_procs(cores, timeout=30)
     with pytest.raises(EngineDead, match="terminate and relaunch"):
         for _ in range(50):  # the client notices the dead process within a moment
-            await answer(engine, ask("Still there?", image(0)), request_id="after-death")
+            await within(60, answer(engine, ask("Still there?", image(0)), request_id="after-death"), "a request")
             await asyncio.sleep(0.2)
     assert engine.failure is not None
-    await vllm_pool.close()
+    await within(120, vllm_pool.close(), "unloading the dead engine")
+
+
+async def within(seconds: float, awaitable, what: str):
+    """`await awaitable`, failing the test (with every thread's stack on stderr) if it takes over `seconds`: a wait
+    on a dead engine must end, and if it does not, the stacks show where it hung."""
+    import faulthandler
+    import sys
+
+    try:
+        return await asyncio.wait_for(awaitable, seconds)
+    except TimeoutError:
+        faulthandler.dump_traceback(file=sys.stderr, all_threads=True)
+        pytest.fail(f"{what} still waited after {seconds:.0f} s (thread stacks above)")

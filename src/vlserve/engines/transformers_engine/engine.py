@@ -16,7 +16,7 @@ from vlserve.engines.base import Delta, GenerateRequest, LoadedModelInfo, comple
 from vlserve.engines.transformers_engine.guided import Grammars
 from vlserve.engines.transformers_engine.heap import release_freed_heap
 from vlserve.engines.transformers_engine.options import EngineOptions
-from vlserve.engines.transformers_engine.threads import in_own_thread
+from vlserve.engines.threads import in_own_thread
 from vlserve.errors import EngineError, InvalidRequest, ModelNotReady, VlserveError
 from vlserve.families import get_family
 

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from vlserve import reaper
 from vlserve.engines.base import Delta, GenerateRequest, LoadedModelInfo, raw_prompt_ids
+from vlserve.engines.threads import in_own_thread
 from vlserve.engines.vllm_engine.options import LaunchOptions
 from vlserve.engines.vllm_engine.requests import DeltaMaker, check_request, vllm_sampling
 from vlserve.errors import EngineDead, EngineError, InvalidRequest, ModelNotReady
@@ -28,6 +29,10 @@ if TYPE_CHECKING:
     from vlserve.registry import ResolvedSpec
 
 log = logging.getLogger(__name__)
+
+# vLLM's own shutdown waits on its engine processes and sockets; one that died or wedged can keep it waiting for good.
+# Past this wait unload goes on and the reaper ends what is left: terminating a model never hangs.
+SHUTDOWN_WAIT_S = 60.0
 
 
 class VllmEngine:
@@ -120,7 +125,10 @@ class VllmEngine:
             handler = getattr(llm, "output_handler", None)
             if handler is not None:  # stop reading outputs first, or it reports the engine's exit as a failure
                 handler.cancel()
-            await asyncio.to_thread(llm.shutdown)
+            try:  # a daemon thread: one left blocked in vLLM's shutdown does not hold the process at exit
+                await asyncio.wait_for(in_own_thread("vlserve-vllm-shutdown", llm.shutdown), SHUTDOWN_WAIT_S)
+            except TimeoutError:
+                log.warning("vLLM's shutdown did not return within %.0f s; ending its processes", SHUTDOWN_WAIT_S)
         await asyncio.to_thread(self._cleanup)
 
     def _cleanup(self) -> None:
