@@ -55,6 +55,30 @@ def test_prefill_sized_inputs_use_the_same_weight(kind):
     assert (layer(x).double() - expected).abs().max() <= 2e-2 * expected.abs().max()
 
 
+def test_prefill_widening_holds_one_16bit_copy_with_the_same_bits():
+    """While held, an int4 layer's prefill-sized products (PREFILL_ROWS rows and up) multiply one widened copy;
+    released, the next one widens again, to the same bits: which product runs depends on the row count only.
+    Decode sizes stay on the kernel, the same bits as a layer without the widening."""
+    from vlserve.engines.transformers_engine.int4 import WIDEN_ROWS, PrefillWidening
+    from vlserve.engines.transformers_engine.int8 import PREFILL_ROWS
+
+    linear = _linear(1152, 896, torch.bfloat16)
+    held, plain = _quantized("int4", linear), _quantized("int4", linear)
+    widening = PrefillWidening(PrefillWidening.layers_of(torch.nn.Sequential(held)))
+    assert widening.layers == [held] and PrefillWidening.held_bytes([held]) == 1152 * 896 * 2
+    chunk = torch.randn(PREFILL_ROWS, 896, dtype=torch.bfloat16)
+    first = held(chunk)
+    copy = held._wide
+    assert copy is not None and torch.equal(held(chunk), first) and held._wide is copy  # widened once, reused
+    assert torch.equal(first, chunk @ held._widened() + linear.bias)
+    assert PREFILL_ROWS < WIDEN_ROWS and not torch.equal(plain(chunk), first)  # the plain layer: the kernel here
+    widening.release()
+    assert held._wide is None and torch.equal(held(chunk), first)
+    for rows in (1, 8, PREFILL_ROWS - 1):
+        x = chunk[:rows]
+        assert torch.equal(held(x), plain(x)), rows
+
+
 @pytest.mark.parametrize("kind", ["int8", "int4"])
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
 @pytest.mark.parametrize("shape", [(256, 128), (1152, 896), (896, 4864)])
@@ -158,6 +182,26 @@ async def test_batched_equals_solo_quantized(engine_for, quantization):
     assert all(tokens_of(d) == tokens_of(alone) for d in together)
 
 
+@pytest.mark.parametrize("setting", ["on", "off"])
+async def test_4bit_prefill_widens_each_layer_once_and_lets_go(engine_for, monkeypatch, setting):
+    """int4_prefill_16bit: a prompt of two full chunks and a rest (one tile + text: ~290 tokens, chunks of 128)
+    widens each int4 layer once when on (held from the first chunk) and not at all when off (128 rows stay on the
+    kernel); once no prefill is left the copies are let go, and the answer is complete either way."""
+    from vlserve.engines.transformers_engine.int4 import WIDEN_ROWS, PrefillWidening
+
+    engine = engine_for("InternVL2_5-1B", "4-bit", dtype="bfloat16", int4_prefill_16bit=setting)
+    layers = PrefillWidening.layers_of(engine.model)
+    assert layers and all(m.widen_from == (128 if setting == "on" else WIDEN_ROWS) for m in layers)
+    widened = []
+    original = Int4Linear._widened
+    monkeypatch.setattr(Int4Linear, "_widened", lambda self: widened.append(self) or original(self))
+    deltas = await answer(engine, ask("Describe the picture in detail.", image(25)),
+                          SamplingParams(max_tokens=3, ignore_eos=True))  # fmt: skip
+    assert deltas[-1].completion_tokens == 3 and deltas[-1].prompt_tokens > 2 * 128
+    assert sorted(map(id, widened)) == (sorted(map(id, layers)) if setting == "on" else [])
+    assert all(m._wide is None for m in layers)
+
+
 async def test_lm_head_quantized_on_request(engine_for):
     engine = engine_for("InternVL2_5-1B", "8-bit", dtype="bfloat16", quantize_lm_head=True)
     assert isinstance(engine.model.lm_head, Int8Linear)
@@ -215,6 +259,9 @@ def test_quantization_options_are_validated(twin_dir, resolve_spec):
         create(cpu_quant="fast")
     with pytest.raises(InvalidRequest, match="int4_group_size must be one of 32, 64, 128, 256"):
         create(int4_group_size="48")
+    with pytest.raises(InvalidRequest, match="int4_prefill_16bit.*use one of auto, on, off"):
+        create(int4_prefill_16bit="sometimes")
+    assert create(int4_prefill_16bit=False).options.int4_prefill_16bit == "off"
     engine = create(cpu_quant="WEIGHT_ONLY", int4_group_size="128", quantize_lm_head="true")
     assert (engine.options.cpu_quant, engine.options.int4_group_size, engine.options.quantize_lm_head) == (
         "weight_only", 128, True)

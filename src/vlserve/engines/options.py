@@ -13,6 +13,19 @@ from vlserve.errors import InvalidRequest
 DTYPE_ALIASES = {"bf16": "bfloat16", "fp16": "float16", "half": "float16", "fp32": "float32", "float": "float32"}
 
 
+def available_gib(fallback: float = 4.0) -> float:
+    """Memory available to new allocations now (MemAvailable), in GiB; `fallback` where /proc/meminfo is missing.
+    Engines size launch defaults from it (vLLM's CPU KV cache, the 4-bit prefill copy)."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) / 1024**2
+    except OSError:
+        pass
+    return fallback
+
+
 def dtype_name(value: Any) -> Any:
     """A dtype as the user wrote it, in its canonical spelling (bf16 -> bfloat16); anything else unchanged."""
     if not isinstance(value, str):

@@ -6,23 +6,26 @@ from __future__ import annotations
 import asyncio
 import copy
 import functools
+import logging
 import threading
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from vlserve.engines.base import Delta, GenerateRequest, LoadedModelInfo, completion_budget, raw_prompt_ids
+from vlserve.engines.threads import in_own_thread
 from vlserve.engines.transformers_engine.guided import Grammars
 from vlserve.engines.transformers_engine.heap import release_freed_heap
 from vlserve.engines.transformers_engine.options import EngineOptions
-from vlserve.engines.threads import in_own_thread
 from vlserve.errors import EngineError, InvalidRequest, ModelNotReady, VlserveError
 from vlserve.families import get_family
 
 if TYPE_CHECKING:
     from vlserve.engines.transformers_engine.scheduler import Job, Scheduler
     from vlserve.registry import ResolvedSpec
+
+log = logging.getLogger(__name__)
 
 QUANTIZED_AT_LOAD = ("8-bit", "4-bit")  # from the 16-bit checkpoint, as the engine loads it
 
@@ -73,7 +76,8 @@ class TransformersEngine:
         kernels = self._quantize(model, where)
         if cpu_gemm is not None:
             cpu_linears.prepare(model, cpu_gemm)
-        parts = _model_parts(model)
+        widening = self._prefill_widening(model)
+        parts = _model_parts(model, widening.release if widening is not None else None)
         model.config.get_text_config()._attn_implementation = register()
         self.model, self.tokenizer = model, self.family.load_tokenizer(self.model_dir)
         stop_ids = self.family.stop_token_ids(self.model_dir, self.tokenizer)
@@ -90,6 +94,24 @@ class TransformersEngine:
                    "n_gpu": where.n_gpu, "device_map": bool(device_map), "cpu_gemm": cpu_gemm,
                    "quant_kernels": kernels},
         )  # fmt: skip
+
+    def _prefill_widening(self, model):
+        """4-bit / AWQ on CPU: hold the int4 weights' 16-bit copy while prefilling (int4.py), as
+        `int4_prefill_16bit` says; auto: when it takes at most a quarter of the memory available now."""
+        from vlserve.engines.options import available_gib
+        from vlserve.engines.transformers_engine.int4 import PrefillWidening
+
+        setting = self.options.int4_prefill_16bit
+        layers = PrefillWidening.layers_of(model) if setting != "off" else []
+        if not layers:
+            return None
+        gib = PrefillWidening.held_bytes(layers) / 1024**3
+        if setting == "auto" and gib > available_gib(fallback=0.0) / 4:
+            log.info("4-bit prefill on the int4 kernel: a 16-bit copy (%.2f GiB) would take over a quarter of the "
+                     "available memory (int4_prefill_16bit=on forces it)", gib)  # fmt: skip
+            return None
+        log.info("4-bit prefill: int4 weights held at 16 bit (%.2f GiB) while prompts are prefilled", gib)
+        return PrefillWidening(layers)
 
     def _quantize(self, model, where) -> str | None:
         """`8-bit` / `4-bit`: the decoder's linears onto the CPU int8/int4 kernels (weight_only.py), or bitsandbytes
@@ -209,15 +231,16 @@ def _emitter(loop: asyncio.AbstractEventLoop, queue: asyncio.Queue):
     return emit
 
 
-def _model_parts(model):
+def _model_parts(model, prefills_done=None):
     from vlserve.engines.transformers_engine.decode import chunk_step, decode_step
     from vlserve.engines.transformers_engine.scheduler import ModelParts
 
     language_model = model.model.language_model
     embed = model.get_input_embeddings()
     text = model.config.get_text_config()
-    return ModelParts(model, embed, language_model, model.lm_head, embed.weight.device, text.vocab_size,
-                      decode_step(language_model), chunk_step(language_model))  # fmt: skip
+    parts = ModelParts(model, embed, language_model, model.lm_head, embed.weight.device, text.vocab_size,
+                       decode_step(language_model), chunk_step(language_model))  # fmt: skip
+    return parts if prefills_done is None else replace(parts, prefills_done=prefills_done)
 
 
 def _prefill_tools(parts, family, options: EngineOptions, device: str):

@@ -12,7 +12,12 @@ an integer zero point could only round to.
 On CPU the kernel is fast at one row and slow at prefill sizes, so from WIDEN_ROWS rows on the weight is widened to
 16 bit for that call (the kernel's packing is undone with a few tensor ops, ~0.5 s for the 1B's decoder) and
 multiplied by the 16-bit library: measured over the 1B's decoder, 300 rows 0.95 s against the kernel's 1.26 s,
-1,024 rows 2.2 s against 4.3 s (200 rows is about even). Tried and dropped: ZenDNN's weight-only int4 product
+1,024 rows 2.2 s against 4.3 s (200 rows is about even). While prefills run, the widened weights can be held
+(`PrefillWidening`, launch option `int4_prefill_16bit`): then every prefill-sized product (PREFILL_ROWS rows and
+up, i.e. every full prompt chunk) is a 16-bit product, ~2.5x faster than the kernel at 128 rows, for one widening
+per run of prefills, at the cost of the 16-bit copy's memory until the prefills are done. Which product a call
+uses depends on its row count and the launch options only, never on timing, so a prompt's K/V are the same bits
+however its prefill was scheduled. Tried and dropped: ZenDNN's weight-only int4 product
 (`zentorch_woq_linear`) on a copy repacked per call gave wrong results from the second call on (zentorch caches
 reordered weights by address, and a freed temporary's address comes back); a persistent repacked copy would double
 the layer's memory.
@@ -61,6 +66,9 @@ class Int4Linear(torch.nn.Module):
         self.register_buffer("packed", packed)
         self.register_buffer("scales_and_zeros", scales_and_zeros)
         self.bias = bias
+        self.widen_from = WIDEN_ROWS  # CPU: rows from which the product is 16 bit (PrefillWidening lowers it)
+        self.hold_widened = False  # keep the widened weight after a product (PrefillWidening)
+        self._wide: torch.Tensor | None = None
 
     @classmethod
     def from_quantized(
@@ -134,14 +142,30 @@ class Int4Linear(torch.nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         flat = x.reshape(-1, self.in_features).to(self.dtype).contiguous()
-        if flat.shape[0] >= WIDEN_ROWS and self.packed.device.type == "cpu" and self.out_features % _PACK_ROWS == 0:
-            y = flat @ self._widened()
+        if flat.shape[0] >= self.widen_from and self.widens:
+            y = flat @ self._wide_weight()
         elif self.packed.device.type == "cuda":
             y = torch.ops.aten._weight_int4pack_mm(flat, self.packed, self.group_size, self.scales_and_zeros)
         else:
             y = torch.ops.aten._weight_int4pack_mm_for_cpu(flat, self.packed, self.group_size, self.scales_and_zeros)
         y = y.reshape(*x.shape[:-1], self.out_features).to(x.dtype)
         return y + self.bias if self.bias is not None else y
+
+    @property
+    def widens(self) -> bool:
+        """Whether large products widen the weight (CPU, output rows in whole packing blocks)."""
+        return self.packed.device.type == "cpu" and self.out_features % _PACK_ROWS == 0
+
+    def _wide_weight(self) -> torch.Tensor:
+        if self._wide is not None:
+            return self._wide
+        wide = self._widened()
+        if self.hold_widened:
+            self._wide = wide
+        return wide
+
+    def drop_widened(self) -> None:
+        self._wide = None
 
     def _widened(self) -> torch.Tensor:
         """Wᵀ [in, out] in 16 bit from the CPU packing: per block of 64 output rows, [in, 32] bytes whose low
@@ -157,6 +181,30 @@ class Int4Linear(torch.nn.Module):
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, group_size={self.group_size}, " \
             f"bias={self.bias is not None}"  # fmt: skip
+
+
+class PrefillWidening:
+    """Holds the widened (16-bit) weights of a model's CPU int4 layers from a run of prefills' first prompt chunk
+    until `release` (the scheduler calls it when no prefill is left), and makes every prefill-sized product of those
+    layers 16 bit (see the module docstring). Decode-sized products stay on the kernel."""
+
+    def __init__(self, layers: list[Int4Linear]) -> None:
+        self.layers = layers
+        for layer in layers:
+            layer.widen_from, layer.hold_widened = PREFILL_ROWS, True
+
+    @staticmethod
+    def layers_of(model: torch.nn.Module) -> list[Int4Linear]:
+        return [m for m in model.modules() if isinstance(m, Int4Linear) and m.widens]
+
+    @staticmethod
+    def held_bytes(layers: list[Int4Linear]) -> int:
+        """Memory of all the widened weights at once."""
+        return sum(m.in_features * m.out_features * torch.finfo(m.dtype).bits // 8 for m in layers)
+
+    def release(self) -> None:
+        for layer in self.layers:
+            layer.drop_widened()
 
 
 def factory_for(dtype: torch.dtype):

@@ -11,6 +11,7 @@ from vlserve.engines.options import LaunchOptionsBase, dtype_name
 Dtype = Literal["bfloat16", "float16", "float32"]
 CpuGemm = Literal["auto", "zendnn", "onednn", "torch"]  # see cpu_linears.py
 CpuQuant = Literal["auto", "weight_only", "bitsandbytes"]  # see weight_only.py
+OnOff = Literal["auto", "on", "off"]
 
 
 def _whole(minimum: int) -> BeforeValidator:
@@ -52,6 +53,11 @@ class EngineOptions(LaunchOptionsBase):
     int4_group_size: Literal[32, 64, 128, 256] = Field(
         64, description="4-bit on CPU: input features per int4 group (smaller: more accurate and more memory; the "
         "kernel's speed is the same for all four). 64 is more accurate than bitsandbytes' NF4.")
+    int4_prefill_16bit: OnOff = Field(
+        "auto", description="4-bit and AWQ Int4 on CPU: while prompts are prefilled, hold a 16-bit copy of the int4 "
+        "weights, so full prompt chunks multiply ~2.5x faster than on the int4 kernel (a 13-tile image's first "
+        "token ~10 s sooner on the 1B); memory then peaks at the 16-bit size until the prefills are done. auto: on "
+        "when that copy takes at most a quarter of the memory available at load.")
     image_cache_mb: Annotated[int, _whole(0)] = Field(
         512, description="Encoder-output cache: MiB of vision features kept per model, so an image seen again (a "
         "follow-up turn, another user) skips the vision encoder; 0 disables. A 13-tile image takes 3,328 rows x "
@@ -100,6 +106,16 @@ class EngineOptions(LaunchOptionsBase):
         if not text.isdigit() or int(text) not in (32, 64, 128, 256):
             raise ValueError(f"must be one of 32, 64, 128, 256 (got {value!r})")
         return int(text)
+
+    @field_validator("int4_prefill_16bit", mode="before")
+    @classmethod
+    def _on_off(cls, value: Any) -> Any:
+        if value in (None, ""):
+            return "auto"
+        if isinstance(value, bool):
+            return "on" if value else "off"
+        return _one_of({"true": "on", "false": "off"}.get(str(value).lower(), str(value).lower()), OnOff,
+                       "is not valid")  # fmt: skip
 
     @field_validator("cpu_gemm", mode="before")
     @classmethod

@@ -67,6 +67,10 @@ class Sequence:
     guided: GuidedSequence | None = None  # structured output: the grammar's state
 
 
+def _nothing() -> None:
+    pass
+
+
 @dataclass(frozen=True)
 class ModelParts:
     """transformers' generic VLM layout: the full model (prefill), and its text stack pieces (decode)."""
@@ -79,6 +83,7 @@ class ModelParts:
     vocab_size: int
     decode: DecodeStep  # one token per sequence through the language model (decode.py)
     chunk: ChunkStep  # one prefill chunk of one sequence through the language model (decode.py)
+    prefills_done: Callable[[], None] = _nothing  # no prefill left to run: drop what only prefills use (int4.py)
 
 
 class Scheduler:
@@ -97,6 +102,7 @@ class Scheduler:
         self._stopping = False
         self.failure: str | None = None  # why this scheduler serves nothing any more (thread died, stopped)
         self.steps = 0
+        self._prefilled = False  # a prefill ran since parts.prefills_done was last called
 
     # ------------------------------------------------------------ called from other threads
 
@@ -148,6 +154,9 @@ class Scheduler:
         self._collect(block=not self.batch and not self.waiting and self.prefilling is None)
         self._apply_aborts()
         self._prefill_slice()
+        if self._prefilled and self.prefilling is None and not self._can_admit():
+            self._prefilled = False
+            self.parts.prefills_done()
         if self.batch:
             self._decode_step()
 
@@ -184,7 +193,7 @@ class Scheduler:
         ends the same way when nothing decodes: the loop then collects new requests and aborts between slices."""
         deadline = time.perf_counter() + self.slice_s
         while self.prefilling is not None or self._admit():
-            prefill = self.prefilling
+            prefill, self._prefilled = self.prefilling, True
             try:
                 done = prefill.advance(deadline)
             except Exception as exc:  # noqa: BLE001 - this request fails, the others go on
@@ -201,10 +210,13 @@ class Scheduler:
 
     def _admit(self) -> bool:
         """Start the next waiting request's prefill when cache slots are free for all its choices."""
-        if not self.waiting or self.cache.active + self.waiting[0].sampling.n > self.cache.slots:
+        if not self._can_admit():
             return False
         self.prefilling = Prefill(self.waiting.pop(0), self.tools)
         return True
+
+    def _can_admit(self) -> bool:
+        return bool(self.waiting) and self.cache.active + self.waiting[0].sampling.n <= self.cache.slots
 
     # ------------------------------------------------------------ prefill and decode
 

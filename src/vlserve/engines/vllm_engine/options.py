@@ -8,7 +8,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field, field_validator
 
-from vlserve.engines.options import LaunchOptionsBase, dtype_name
+from vlserve.engines.options import LaunchOptionsBase, available_gib, dtype_name
 
 KV_CACHE_ENV = "VLLM_CPU_KVCACHE_SPACE"
 
@@ -83,15 +83,5 @@ class LaunchOptions(LaunchOptionsBase):
             return int(self.cpu_kvcache_space_gib * 1024**3)
         if os.environ.get(KV_CACHE_ENV):
             return None
-        return int(min(max(_available_gib() / 4, 1), 64) * 1024**3)
+        return int(min(max(available_gib() / 4, 1), 64) * 1024**3)
 
-
-def _available_gib() -> float:
-    try:
-        with open("/proc/meminfo", encoding="ascii") as meminfo:
-            for line in meminfo:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) / 1024**2
-    except OSError:
-        pass
-    return 4.0
