@@ -77,7 +77,7 @@ class TransformersEngine:
         if cpu_gemm is not None:
             cpu_linears.prepare(model, cpu_gemm)
         widening = self._prefill_widening(model)
-        parts = _model_parts(model, widening.release if widening is not None else None)
+        parts = _model_parts(model, _letting_go(widening) if widening is not None else None)
         model.config.get_text_config()._attn_implementation = register()
         self.model, self.tokenizer = model, self.family.load_tokenizer(self.model_dir)
         stop_ids = self.family.stop_token_ids(self.model_dir, self.tokenizer)
@@ -229,6 +229,17 @@ def _emitter(loop: asyncio.AbstractEventLoop, queue: asyncio.Queue):
             pass
 
     return emit
+
+
+def _letting_go(widening):
+    """What the scheduler calls when no prefill is left: drop the 16-bit copies and hand their pages back (glibc
+    keeps freed blocks of their size in its arenas otherwise, and the process would stay at its prefill peak)."""
+
+    def prefills_done() -> None:
+        widening.release()
+        release_freed_heap(collect=False)
+
+    return prefills_done
 
 
 def _model_parts(model, prefills_done=None):

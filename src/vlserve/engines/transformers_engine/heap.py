@@ -1,4 +1,5 @@
-"""Hand memory that Python and torch have freed back to the operating system after a load and after an unload.
+"""Hand memory that Python and torch have freed back to the operating system after a load, after an unload, and
+after the 4-bit prefill's 16-bit weight copies are let go (int4.PrefillWidening).
 
 Loading a checkpoint frees gigabytes of transients (state-dict copies, dtype conversions) and unloading frees the
 weights, but glibc keeps freed blocks below its mmap threshold inside its arenas for reuse; the process's resident
@@ -16,9 +17,11 @@ import functools
 import gc
 
 
-def release_freed_heap() -> bool:
-    """Collect garbage, then return free heap pages to the OS (glibc's malloc_trim). False where there is no glibc."""
-    gc.collect()
+def release_freed_heap(collect: bool = True) -> bool:
+    """Collect garbage (unless `collect` is False), then return free heap pages to the OS (glibc's malloc_trim).
+    False where there is no glibc."""
+    if collect:
+        gc.collect()
     trim = _malloc_trim()
     if trim is None:
         return False
