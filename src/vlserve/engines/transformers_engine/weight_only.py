@@ -8,7 +8,8 @@ CPU kernels (`cpu_quant torch`, the default):
   0.0102, weight-only within 10% of it, ZenDNN dynamic 0.0123: the fast path trades ~20% more error than LLM.int8
   (tests/engines/test_weight_only.py holds these; benchmarks B3 reports them on the full-size 1B).
 * `4-bit`: asymmetric int4 groups of `int4_group_size` input features (int4.py): PyTorch's int4 kernel
-  (`aten._weight_int4pack_mm_for_cpu`).
+  (`aten._weight_int4pack_mm_for_cpu`) for decode; prompt chunks multiply a 16-bit copy held while prefills run
+  (`int4.PrefillWidening`, launch option `int4_prefill_16bit`).
 
 Why these (measured on the 2-core AMD EPYC machine, the 1B's 24 decoder layers, weights streamed from memory, the
 table in int8.py): at one row bfloat16 takes 31.8 ms, int8 on ZenDNN 11.5 ms and int4 11.9 ms; at 8 rows 32.3,
