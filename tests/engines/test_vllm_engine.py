@@ -120,6 +120,38 @@ async def test_unload_goes_on_when_vllms_own_shutdown_hangs(monkeypatch, tmp_pat
         wedged.release.set()
 
 
+async def test_liveness_cancels_waiting_requests_once_the_engine_is_dead():
+    """The engine's own check beside vLLM's: a request waiting on an engine whose core died is cancelled within a
+    poll and the cancellation is recognised as the death (the engine raises EngineDead); one that comes after is
+    cancelled at once; while the probe finds the engine alive, waits go on and other cancellations stay."""
+    from vlserve.engines.vllm_engine.liveness import Liveness
+
+    reason: list[str] = []
+    live = Liveness(lambda: reason[0] if reason else None, poll_s=0.05)
+
+    async def request() -> str:
+        task = live.enter()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            if not live.cancelled_by_death(task):
+                raise
+            return f"EngineDead: {live.dead}"
+        finally:
+            live.leave(task)
+        return "answered"
+
+    first, other = asyncio.create_task(request()), asyncio.create_task(request())
+    await asyncio.sleep(0.3)
+    assert not first.done() and not other.done()  # alive: the waits go on
+    other.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await other  # not the engine's death: stays a cancellation
+    reason.append("vLLM's engine core process ended (exit code -9)")
+    assert await asyncio.wait_for(first, 2) == "EngineDead: vLLM's engine core process ended (exit code -9)"
+    assert await asyncio.wait_for(asyncio.create_task(request()), 2) == f"EngineDead: {reason[0]}"
+
+
 def test_supports_the_page_specs_only():
     from vlserve.engines import get_factory
     from vlserve.registry import ResolvedSpec

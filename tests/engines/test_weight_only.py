@@ -72,7 +72,7 @@ def test_prefill_widening_holds_one_16bit_copy_with_the_same_bits():
     assert copy is not None and torch.equal(held(chunk), first) and held._wide is copy  # widened once, reused
     assert torch.equal(first, chunk @ held._widened() + linear.bias)
     assert PREFILL_ROWS < WIDEN_ROWS and not torch.equal(plain(chunk), first)  # the plain layer: the kernel here
-    widening.release()
+    assert widening.release() == 1 and widening.release() == 0
     assert held._wide is None and torch.equal(held(chunk), first)
     for rows in (1, 8, PREFILL_ROWS - 1):
         x = chunk[:rows]

@@ -236,8 +236,8 @@ def _letting_go(widening):
     keeps freed blocks of their size in its arenas otherwise, and the process would stay at its prefill peak)."""
 
     def prefills_done() -> None:
-        widening.release()
-        release_freed_heap(collect=False)
+        if widening.release():  # a short prompt (no full chunk) held nothing: no trim (ms on a large heap) then
+            release_freed_heap(collect=False)
 
     return prefills_done
 

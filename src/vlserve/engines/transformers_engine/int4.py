@@ -164,8 +164,10 @@ class Int4Linear(torch.nn.Module):
             self._wide = wide
         return wide
 
-    def drop_widened(self) -> None:
-        self._wide = None
+    def drop_widened(self) -> bool:
+        """Let go of a held widened weight; whether there was one."""
+        held, self._wide = self._wide is not None, None
+        return held
 
     def _widened(self) -> torch.Tensor:
         """Wᵀ [in, out] in 16 bit from the CPU packing: per block of 64 output rows, [in, 32] bytes whose low
@@ -202,9 +204,9 @@ class PrefillWidening:
         """Memory of all the widened weights at once."""
         return sum(m.in_features * m.out_features * torch.finfo(m.dtype).bits // 8 for m in layers)
 
-    def release(self) -> None:
-        for layer in self.layers:
-            layer.drop_widened()
+    def release(self) -> int:
+        """Drop the held copies; returns how many there were."""
+        return sum(layer.drop_widened() for layer in self.layers)
 
 
 def factory_for(dtype: torch.dtype):

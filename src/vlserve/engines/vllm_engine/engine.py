@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from vlserve import reaper
 from vlserve.engines.base import Delta, GenerateRequest, LoadedModelInfo, raw_prompt_ids
 from vlserve.engines.threads import in_own_thread
+from vlserve.engines.vllm_engine.liveness import Liveness
 from vlserve.engines.vllm_engine.options import LaunchOptions
 from vlserve.engines.vllm_engine.requests import DeltaMaker, check_request, vllm_sampling
 from vlserve.errors import EngineDead, EngineError, InvalidRequest, ModelNotReady
@@ -48,6 +49,7 @@ class VllmEngine:
         self._workdir: Path | None = None
         self._processes: reaper.Scope | None = None  # vLLM's engine core and workers, ended together at unload
         self._prep = ThreadPoolExecutor(max_workers=2, thread_name_prefix="vlserve-vllm-prep")
+        self._liveness = Liveness(lambda: self.failure)  # no request waits on a dead engine core
 
     # ------------------------------------------------------------ lifecycle
 
@@ -148,10 +150,14 @@ class VllmEngine:
 
     @property
     def failure(self) -> str | None:
-        """Why this engine can serve nothing any more (vLLM's engine core died), or None."""
-        if self.llm is None or not getattr(self.llm, "errored", False):
+        """Why this engine can serve nothing any more (vLLM's engine core died), or None: what vLLM's client says,
+        or an engine-core process that vLLM started and that has ended."""
+        if self.llm is None:
             return None
-        return f"vLLM's engine core died ({getattr(self.llm, 'dead_error', 'no reason given')})"
+        if getattr(self.llm, "errored", False):
+            return f"vLLM's engine core died ({getattr(self.llm, 'dead_error', 'no reason given')})"
+        ended = [p for p in _core_processes(self.llm) if not p.is_alive()]
+        return f"vLLM's engine core process ended (exit code {ended[0].exitcode})" if ended else None
 
     async def abort(self, request_id: str) -> None:
         if self.llm is not None:
@@ -160,6 +166,8 @@ class VllmEngine:
     async def generate(self, request: GenerateRequest) -> AsyncIterator[Delta]:
         if self.llm is None:
             raise ModelNotReady("the model is not loaded yet (or was unloaded); wait for load() to finish")
+        if self.failure is not None:
+            raise EngineDead(f"this model's engine stopped: {self.failure}; terminate and relaunch it")
         loop = asyncio.get_running_loop()
         if request.prompt is not None:  # raw text: no template, no images
             ids = await loop.run_in_executor(self._prep, raw_prompt_ids, self.tokenizer, request.prompt)
@@ -172,12 +180,18 @@ class VllmEngine:
         params = vllm_sampling(request.sampling, max_tokens, self.stop_ids)
         stream = self.llm.generate(vllm_prompt, params, request.request_id)
         maker, finished = DeltaMaker(request.sampling.logprobs), False
+        waiting = self._liveness.enter()
         try:
             async for output in stream:
                 for delta in maker.deltas(output):
                     yield delta
             finished = True
-        except (asyncio.CancelledError, GeneratorExit):
+        except asyncio.CancelledError:
+            if not self._liveness.cancelled_by_death(waiting):
+                raise
+            finished = True  # nothing to abort: closing vLLM's stream would send an abort to the dead core
+            raise EngineDead(f"this model's engine stopped: {self._liveness.dead}; terminate and relaunch it") from None
+        except GeneratorExit:
             raise
         except Exception as exc:
             finished = True  # vLLM already aborted the request
@@ -185,6 +199,7 @@ class VllmEngine:
                 raise EngineDead(f"this model's engine stopped: {self.failure}; terminate and relaunch it") from exc
             raise _request_error(request.request_id, exc) from exc
         finally:
+            self._liveness.leave(waiting)
             if not finished:  # the caller stopped reading (client gone): closing vLLM's stream aborts the request
                 await stream.aclose()
 
@@ -194,6 +209,13 @@ class VllmEngine:
             raise InvalidRequest(f"this request has {len(images)} images (video frames count as images) but the model "
                                  f"was launched with limit_mm_per_prompt image={limit}; send fewer, or relaunch with "
                                  "a higher limit", param="messages")  # fmt: skip
+
+
+def _core_processes(llm) -> list:
+    """The engine-core processes vLLM's client started (multiprocessing Process objects; none where this vLLM keeps
+    them elsewhere, and the check is then vLLM's own alone)."""
+    manager = getattr(getattr(getattr(llm, "engine_core", None), "resources", None), "engine_manager", None)
+    return list(getattr(manager, "processes", None) or ())
 
 
 def _structured_outputs_config():
