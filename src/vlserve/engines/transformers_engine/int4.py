@@ -66,8 +66,7 @@ class Int4Linear(torch.nn.Module):
         self.register_buffer("packed", packed)
         self.register_buffer("scales_and_zeros", scales_and_zeros)
         self.bias = bias
-        self.widen_from = WIDEN_ROWS  # CPU: rows from which the product is 16 bit (PrefillWidening lowers it)
-        self.hold_widened = False  # keep the widened weight after a product (PrefillWidening)
+        self.hold_widened = False  # PrefillWidening: keep the widened weight, and widen from PREFILL_ROWS rows on
         self._wide: torch.Tensor | None = None
 
     @classmethod
@@ -152,6 +151,11 @@ class Int4Linear(torch.nn.Module):
         return y + self.bias if self.bias is not None else y
 
     @property
+    def widen_from(self) -> int:
+        """CPU: rows from which the product is 16 bit."""
+        return PREFILL_ROWS if self.hold_widened else WIDEN_ROWS
+
+    @property
     def widens(self) -> bool:
         """Whether large products widen the weight (CPU, output rows in whole packing blocks)."""
         return self.packed.device.type == "cpu" and self.out_features % _PACK_ROWS == 0
@@ -193,7 +197,7 @@ class PrefillWidening:
     def __init__(self, layers: list[Int4Linear]) -> None:
         self.layers = layers
         for layer in layers:
-            layer.widen_from, layer.hold_widened = PREFILL_ROWS, True
+            layer.hold_widened = True
 
     @staticmethod
     def layers_of(model: torch.nn.Module) -> list[Int4Linear]:

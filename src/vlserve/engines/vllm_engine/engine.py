@@ -166,8 +166,9 @@ class VllmEngine:
     async def generate(self, request: GenerateRequest) -> AsyncIterator[Delta]:
         if self.llm is None:
             raise ModelNotReady("the model is not loaded yet (or was unloaded); wait for load() to finish")
-        if self.failure is not None:
-            raise EngineDead(f"this model's engine stopped: {self.failure}; terminate and relaunch it")
+        failure = self.failure
+        if failure is not None:
+            raise _engine_dead(failure)
         loop = asyncio.get_running_loop()
         if request.prompt is not None:  # raw text: no template, no images
             ids = await loop.run_in_executor(self._prep, raw_prompt_ids, self.tokenizer, request.prompt)
@@ -190,13 +191,14 @@ class VllmEngine:
             if not self._liveness.cancelled_by_death(waiting):
                 raise
             finished = True  # nothing to abort: closing vLLM's stream would send an abort to the dead core
-            raise EngineDead(f"this model's engine stopped: {self._liveness.dead}; terminate and relaunch it") from None
+            raise _engine_dead(self._liveness.dead) from None
         except GeneratorExit:
             raise
         except Exception as exc:
             finished = True  # vLLM already aborted the request
-            if self.failure is not None:  # the engine core process is gone: the host marks the model `error`
-                raise EngineDead(f"this model's engine stopped: {self.failure}; terminate and relaunch it") from exc
+            failure = self.failure
+            if failure is not None:  # the engine core process is gone: the host marks the model `error`
+                raise _engine_dead(failure) from exc
             raise _request_error(request.request_id, exc) from exc
         finally:
             self._liveness.leave(waiting)
@@ -209,6 +211,10 @@ class VllmEngine:
             raise InvalidRequest(f"this request has {len(images)} images (video frames count as images) but the model "
                                  f"was launched with limit_mm_per_prompt image={limit}; send fewer, or relaunch with "
                                  "a higher limit", param="messages")  # fmt: skip
+
+
+def _engine_dead(reason: str) -> EngineDead:
+    return EngineDead(f"this model's engine stopped: {reason}; terminate and relaunch it")
 
 
 def _core_processes(llm) -> list:
