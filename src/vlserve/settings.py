@@ -1,6 +1,6 @@
 """Where vlserve keeps its state and which defaults it uses, read from the environment.
 
-VLSERVE_HOME       state folder: model cache, user registrations, logs (default ~/.vlserve)
+VLSERVE_HOME       state folder: model cache, user registrations, logs, built CPU kernels (default ~/.vlserve)
 VLSERVE_ENDPOINT   server the CLI talks to (default http://127.0.0.1:9997)
 VLSERVE_MODEL_SRC  default hub when a launch names none: huggingface or modelscope (default huggingface)
 """
@@ -20,6 +20,10 @@ def home() -> Path:
 
 def cache_dir() -> Path:
     return home() / "cache"
+
+
+def kernels_dir() -> Path:
+    return home() / "kernels"
 
 
 def registrations_dir() -> Path:

@@ -70,7 +70,8 @@ class TransformersEngine:
         model = self.family.load_model(
             self.model_dir, dtype=where.dtype, device_for=pl.device_for_names(device_map, where.device),
             device_map=device_map or where.device,
-            int4_linear=int4.factory_for(where.dtype) if self.resolved.quantization == "Int4" else None,
+            int4_linear=int4.factory_for(where.dtype, dynamic=opts.cpu_quant == "auto")
+            if self.resolved.quantization == "Int4" else None,
         )  # fmt: skip
         model = pl.dispatch(model, device_map)
         kernels = self._quantize(model, where)
@@ -275,6 +276,10 @@ def _slot_cache(parts, dtype, options: EngineOptions):
 
 def _kernels_name(quantization: str, dtype, group_size: int, dynamic: bool) -> str:
     """What runs the decoder's quantized products on CPU, as the model's description shows it."""
-    from vlserve.engines.transformers_engine import int8
+    import torch
 
-    return f"int8 {int8.kernel_for(dtype, dynamic)}" if quantization == "8-bit" else f"int4 g{group_size} torch"
+    from vlserve.engines.transformers_engine import int4, int8
+
+    if quantization == "8-bit":
+        return f"int8 {int8.kernel_for(dtype, dynamic)}"
+    return f"int4 g{group_size} {int4.kernel_for(dynamic and dtype == torch.bfloat16)}"

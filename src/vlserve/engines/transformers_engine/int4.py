@@ -1,6 +1,7 @@
 """4-bit group-quantized linear layers on PyTorch's own int4 weight-only kernels (the "tinygemm" kernels that
 torchao builds on): `aten._weight_int4pack_mm` on CUDA (sm80+, bfloat16), `aten._weight_int4pack_mm_for_cpu` on
-CPU. Checkpoints quantized with asymmetric per-group zero points (AWQ) run on them without being widened to 16 bit,
+CPU; or, on CPUs with AVX512-VNNI and made `dynamic` (`cpu_quant auto`), on our int4 x int8 kernel in its own
+layout (vnni.py), which is faster at decode sizes. Checkpoints quantized with asymmetric per-group zero points (AWQ) run on them without being widened to 16 bit,
 so a 4-bit checkpoint stays ~4-bit in memory and decode reads a quarter of the bytes. Model-family neutral: a family
 loader hands over (q, zero points, scales) per layer, rows = output features.
 
@@ -9,7 +10,7 @@ tinygemm dequantizes w = (q - 8) * scale + zero with a *float* zero per (group, 
 a 16-bit weight (the `4-bit` quantization on CPU): per group, the 16 levels span exactly [min, max], whose float zero
 an integer zero point could only round to.
 
-On CPU the kernel is fast at one row and slow at prefill sizes, so from WIDEN_ROWS rows on the weight is widened to
+On CPU the kernels are fast at one row and slow at prefill sizes, so from WIDEN_ROWS rows on the weight is widened to
 16 bit for that call (the kernel's packing is undone with a few tensor ops, ~0.5 s for the 1B's decoder) and
 multiplied by the 16-bit library: measured over the 1B's decoder, 300 rows 0.95 s against the kernel's 1.26 s,
 1,024 rows 2.2 s against 4.3 s (200 rows is about even). While prefills run, the widened weights can be held
@@ -25,9 +26,14 @@ the layer's memory.
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 
+from vlserve.engines.transformers_engine import vnni
 from vlserve.engines.transformers_engine.int8 import PREFILL_ROWS
+
+Layout = Literal["tinygemm", "vnni"]
 
 WIDEN_ROWS = 256  # CPU: from here on a product widens the weight (see above); the kernel's packing holds 64 rows
 _PACK_ROWS = 64
@@ -52,17 +58,24 @@ def supported(out_features: int, in_features: int, group_size: int, device: torc
     return device.type == "cpu"
 
 
+def kernel_for(dynamic: bool) -> str:
+    """Which kernel CPU int4 layers made with `dynamic` (activations may be quantized) run on here."""
+    return "vnni" if dynamic and vnni.unavailable() is None else "torch"
+
+
 class Int4Linear(torch.nn.Module):
-    """y = x Wᵀ + b with W held as 4-bit groups in tinygemm's packed layout; activations run in `dtype` (bfloat16
-    unless made by `quantize`; on CUDA the kernel takes bfloat16 only)."""
+    """y = x Wᵀ + b with W held as 4-bit groups, in tinygemm's packed layout (PyTorch's kernels) or in the VNNI
+    kernel's (vnni.py: CPU, bfloat16); activations run in `dtype` (bfloat16 unless made by `quantize`; on CUDA the
+    kernel takes bfloat16 only)."""
 
     def __init__(
         self, packed: torch.Tensor, scales_and_zeros: torch.Tensor, *, in_features: int, out_features: int,
         group_size: int, bias: torch.nn.Parameter | None, dtype: torch.dtype = torch.bfloat16,
+        layout: Layout = "tinygemm",
     ) -> None:  # fmt: skip
         super().__init__()
         self.in_features, self.out_features, self.group_size = in_features, out_features, group_size
-        self.dtype = dtype
+        self.dtype, self.layout = dtype, layout
         self.register_buffer("packed", packed)
         self.register_buffer("scales_and_zeros", scales_and_zeros)
         self.bias = bias
@@ -72,25 +85,27 @@ class Int4Linear(torch.nn.Module):
     @classmethod
     def from_quantized(
         cls, q: torch.Tensor, zeros: torch.Tensor, scales: torch.Tensor, *, group_size: int,
-        device: torch.device | str, bias: torch.nn.Parameter | None = None,
+        device: torch.device | str, bias: torch.nn.Parameter | None = None, dynamic: bool = False,
     ) -> Int4Linear:  # fmt: skip
-        """q int [out, in] in 0..15; zeros (integer zero points) and scales [out, in/group_size]."""
+        """q int [out, in] in 0..15; zeros (integer zero points) and scales [out, in/group_size]. `dynamic`: the
+        VNNI kernel where it takes the layer."""
         out_features, in_features = q.shape
         device = torch.device(device)
         if not supported(out_features, in_features, group_size, device):
             raise ValueError(f"int4 kernels do not take [{out_features}, {in_features}] g{group_size} on {device}")
         step = scales.float()
-        float_zero = (8 - zeros.float()) * step
-        return cls._packed(q, step, float_zero, group_size=group_size, device=device, bias=bias)
+        return cls._packed(q, step, -zeros.float() * step, group_size=group_size, device=device, bias=bias,
+                           dynamic=dynamic)  # fmt: skip
 
     @classmethod
     def quantize(
         cls, weight: torch.Tensor, *, group_size: int, bias: torch.Tensor | None = None,
-        clip_ratios: tuple[float, ...] = (1.0,),
+        clip_ratios: tuple[float, ...] = (1.0,), dynamic: bool = False,
     ) -> Int4Linear:  # fmt: skip
         """Asymmetric 4-bit groups of `group_size` input features from a 16-bit CPU weight [out, in]; computes in
         the weight's dtype. Per group, the 16 levels span [min, max] shrunk about its middle by whichever of
-        `clip_ratios` gives the least squared error. The caller checks `supported` first."""
+        `clip_ratios` gives the least squared error. `dynamic`: the VNNI kernel where it takes the layer. The
+        caller checks `supported` first."""
         out_features, in_features = weight.shape
         w = weight.detach().float().reshape(out_features, in_features // group_size, group_size)
         low, high = w.amin(dim=-1), w.amax(dim=-1)
@@ -105,18 +120,25 @@ class Int4Linear(torch.nn.Module):
             best_low, best_step = torch.where(better, lo, best_low), torch.where(better, step, best_step)
             best_error = error if best_error is None else torch.minimum(error, best_error)
         q = torch.round((w - best_low[..., None]) / best_step[..., None]).clamp_(0, 15).reshape(out_features, -1)
-        return cls._packed(q, best_step, best_low + 8 * best_step, group_size=group_size, device=weight.device,
+        return cls._packed(q, best_step, best_low, group_size=group_size, device=weight.device,
                            bias=None if bias is None else torch.nn.Parameter(bias.detach(), requires_grad=False),
-                           dtype=weight.dtype)  # fmt: skip
+                           dtype=weight.dtype, dynamic=dynamic)  # fmt: skip
 
     @classmethod
     def _packed(
-        cls, q: torch.Tensor, step: torch.Tensor, float_zero: torch.Tensor, *, group_size: int,
+        cls, q: torch.Tensor, step: torch.Tensor, low: torch.Tensor, *, group_size: int,
         device: torch.device | str, bias: torch.nn.Parameter | None, dtype: torch.dtype = torch.bfloat16,
+        dynamic: bool = False,
     ) -> Int4Linear:  # fmt: skip
-        """q int [out, in] in 0..15; step and float zero [out, groups]: w = (q - 8) * step + zero."""
+        """q int [out, in] in 0..15; step and low [out, groups]: w = q * step + low."""
         out_features, in_features = q.shape
         device = torch.device(device)
+        if dynamic and device.type == "cpu" and dtype == torch.bfloat16 and \
+                vnni.usable(out_features, in_features, group_size):  # fmt: skip
+            packed, scales_mins = vnni.pack(q, step, low)
+            return cls(packed, scales_mins, in_features=in_features, out_features=out_features,
+                       group_size=group_size, bias=bias, dtype=dtype, layout="vnni")  # fmt: skip
+        float_zero = low + 8 * step  # tinygemm: w = (q - 8) * step + zero
         scales_and_zeros = torch.stack([step, float_zero], dim=-1).transpose(0, 1).contiguous()  # [groups, out, 2]
         tiles = _inner_k_tiles(in_features)
         q = q.to(torch.int32)
@@ -132,6 +154,8 @@ class Int4Linear(torch.nn.Module):
 
     def dequantized(self) -> torch.Tensor:
         """The weight this layer multiplies by, in float32 [out, in] (tests compare against it)."""
+        if self.layout == "vnni":
+            return vnni.widen(self.packed, self.scales_and_zeros, torch.float32).t().contiguous()
         eye = torch.eye(self.in_features, dtype=self.dtype, device=self.packed.device)
         bias, self.bias = self.bias, None
         try:  # in pieces below PREFILL_ROWS, the decode sizes
@@ -143,6 +167,8 @@ class Int4Linear(torch.nn.Module):
         flat = x.reshape(-1, self.in_features).to(self.dtype).contiguous()
         if flat.shape[0] >= self.widen_from and self.widens:
             y = flat @ self._wide_weight()
+        elif self.layout == "vnni":
+            y = vnni.mm(flat, self.packed, self.scales_and_zeros, self.group_size)
         elif self.packed.device.type == "cuda":
             y = torch.ops.aten._weight_int4pack_mm(flat, self.packed, self.group_size, self.scales_and_zeros)
         else:
@@ -158,7 +184,7 @@ class Int4Linear(torch.nn.Module):
     @property
     def widens(self) -> bool:
         """Whether large products widen the weight (CPU, output rows in whole packing blocks)."""
-        return self.packed.device.type == "cpu" and self.out_features % _PACK_ROWS == 0
+        return self.packed.device.type == "cpu" and (self.layout == "vnni" or self.out_features % _PACK_ROWS == 0)
 
     def _wide_weight(self) -> torch.Tensor:
         if self._wide is not None:
@@ -175,7 +201,10 @@ class Int4Linear(torch.nn.Module):
 
     def _widened(self) -> torch.Tensor:
         """Wᵀ [in, out] in 16 bit from the CPU packing: per block of 64 output rows, [in, 32] bytes whose low
-        nibble is row j and high nibble row j + 32 of the block (a test checks it against the kernel)."""
+        nibble is row j and high nibble row j + 32 of the block (a test checks it against the kernel); the VNNI
+        layout's own unpacking (vnni.widen)."""
+        if self.layout == "vnni":
+            return vnni.widen(self.packed, self.scales_and_zeros, self.dtype)
         n, k, g = self.out_features, self.in_features, self.group_size
         packed = self.packed.view(n // _PACK_ROWS, k, _PACK_ROWS // 2)
         codes = torch.empty(k, n // _PACK_ROWS, 2, _PACK_ROWS // 2, dtype=self.dtype)  # 0..15 are exact in 16 bit
@@ -186,7 +215,7 @@ class Int4Linear(torch.nn.Module):
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, group_size={self.group_size}, " \
-            f"bias={self.bias is not None}"  # fmt: skip
+            f"bias={self.bias is not None}, layout={self.layout}"  # fmt: skip
 
 
 class PrefillWidening:
@@ -213,10 +242,11 @@ class PrefillWidening:
         return sum(layer.drop_widened() for layer in self.layers)
 
 
-def factory_for(dtype: torch.dtype):
+def factory_for(dtype: torch.dtype, dynamic: bool = False):
     """The loader's int4 factory for a model in `dtype`: Int4Linear where the kernels take the layer, else None
     (the layer is then dequantized). Only for bfloat16 models: the kernels compute in bfloat16, and a float32 or
-    float16 model asked for that precision (the cross-engine fidelity tests run float32)."""
+    float16 model asked for that precision (the cross-engine fidelity tests run float32). `dynamic`: the VNNI
+    kernel where it takes the layer."""
     if dtype != torch.bfloat16:
         return None
 
@@ -224,6 +254,7 @@ def factory_for(dtype: torch.dtype):
         out_features, in_features = q.shape
         if not supported(out_features, in_features, group_size, device):
             return None
-        return Int4Linear.from_quantized(q, zeros, scales, group_size=group_size, device=device, bias=bias)
+        return Int4Linear.from_quantized(q, zeros, scales, group_size=group_size, device=device, bias=bias,
+                                         dynamic=dynamic)  # fmt: skip
 
     return make

@@ -7,13 +7,15 @@ CPU kernels (`cpu_quant torch`, the default):
   Quality on the 1B twin (logits' error against float32, mean of 3 prompts; bf16 alone 0.0046): bitsandbytes
   0.0102, weight-only within 10% of it, ZenDNN dynamic 0.0123: the fast path trades ~20% more error than LLM.int8
   (tests/engines/test_weight_only.py holds these; benchmarks B3 reports them on the full-size 1B).
-* `4-bit`: asymmetric int4 groups of `int4_group_size` input features (int4.py): PyTorch's int4 kernel
-  (`aten._weight_int4pack_mm_for_cpu`) for decode; prompt chunks multiply a 16-bit copy held while prefills run
-  (`int4.PrefillWidening`, launch option `int4_prefill_16bit`).
+* `4-bit`: asymmetric int4 groups of `int4_group_size` input features (int4.py). `cpu_quant auto`: our int4 x int8
+  kernel on AVX512-VNNI CPUs (vnni.py: activations quantized to int8 per group, ~1.5x faster than PyTorch's at one
+  row, 2x at 8), else PyTorch's int4 kernel (`aten._weight_int4pack_mm_for_cpu`), which `cpu_quant weight_only`
+  uses everywhere; prompt chunks multiply a 16-bit copy held while prefills run (`int4.PrefillWidening`, launch
+  option `int4_prefill_16bit`).
 
 Why these (measured on the 2-core AMD EPYC machine, the 1B's 24 decoder layers, weights streamed from memory, the
-table in int8.py): at one row bfloat16 takes 31.8 ms, int8 on ZenDNN 11.5 ms and int4 11.9 ms; at 8 rows 32.3,
-14.1 and 37.8 ms; bitsandbytes' LLM.int8 / NF4 CPU paths are ~8x / ~3x slower than bfloat16 (the issue's figures).
+table in int8.py): at one row bfloat16 takes 31.8 ms, int8 on ZenDNN 11.5 ms and int4 11.9 ms (PyTorch's kernel;
+the VNNI kernel 6.8-7.2 ms); at 8 rows 32.3, 14.1 and 37.8 ms (VNNI 18 ms); bitsandbytes' LLM.int8 / NF4 CPU paths are ~8x / ~3x slower than bfloat16 (the issue's figures).
 PyTorch's weight-only int8 kernel barely beats bfloat16 from memory (27.7 ms) and is kept for CPUs without zentorch.
 Every kernel used is batch-invariant below int8.PREFILL_ROWS rows (a row's result does not depend on the other
 rows; tests check 1/2/4/9 rows), as the bfloat16 path is.
@@ -66,6 +68,6 @@ def _int4_maker(group_size: int, dynamic: bool):
             log.info("int4 kernels do not take a [%d, %d] layer; it is int8", out_features, in_features)
             return Int8Linear.from_linear(linear, dynamic=dynamic)
         return int4.Int4Linear.quantize(linear.weight.data, group_size=size, bias=linear.bias,
-                                        clip_ratios=CLIP_RATIOS)  # fmt: skip
+                                        clip_ratios=CLIP_RATIOS, dynamic=dynamic)  # fmt: skip
 
     return make
