@@ -3,7 +3,9 @@ and against llama.cpp on the same architecture (issue #18). One engine at a time
 
 - B3: batch-1 decode tok/s (a text prompt, B1's measure: tokens after the first over the time after the first),
   8-bit / bf16 (target ≥ 1.4×) and 4-bit / bf16 (target ≥ 1.8×), launch defaults; reported beside them: 8-bit
-  with `cpu_quant weight_only`, and both with `quantize_lm_head`.
+  with `cpu_quant weight_only`, 4-bit with `cpu_quant weight_only` (PyTorch's int4 kernel), and both with
+  `quantize_lm_head`. Paired: the bf16 engine stays loaded and its waves alternate with each variant's, so each
+  ratio compares waves run minutes apart at most (this host's decode pace drifts by ±20% over a run).
 - B4: aggregate output tok/s of P2's workload (8 concurrent requests, one 1-tile image each), quantized / bf16
   (target ≥ 1.0× each).
 - TTFT of a 13-tile image, quantized / bf16 (target ≤ 1.15×; full profile only).
@@ -16,21 +18,25 @@ and against llama.cpp on the same architecture (issue #18). One engine at a time
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from benchmarks import llama_cpp, models
 from benchmarks.inprocess import InProcessEngine
 from benchmarks.load import run_engine
 from benchmarks.results import ScenarioResult
 from benchmarks.scenarios import Context
-from benchmarks.stats import Figure, at_least, at_most, ratios
+from benchmarks.stats import Figure, at_least, at_most, paired, ratios
 from benchmarks.workload import PROMPTS, RequestSpec, image_mix, text_mix, thirteen_tile_size
 
 ID, TITLE = "B3", "Quantized decode on CPU: 8-bit / 4-bit vs bf16 (B3, B4) and vs llama.cpp (B5), full-size 1B"
 BASELINE = "bf16 on the same engine (B3/B4); llama.cpp llama-bench bf16 / q8_0 / q4_0, 2 threads (B5)"
-VARIANTS = (("bf16", "none", {}), ("8-bit", "8-bit", {}), ("4-bit", "4-bit", {}),
+VARIANTS = (("8-bit", "8-bit", {}), ("4-bit", "4-bit", {}),
             ("8-bit weight-only", "8-bit", {"cpu_quant": "weight_only"}),
+            ("4-bit weight-only", "4-bit", {"cpu_quant": "weight_only"}),
             ("8-bit + int8 lm_head", "8-bit", {"quantize_lm_head": True}),
             ("4-bit + int8 lm_head", "4-bit", {"quantize_lm_head": True}))  # fmt: skip
-DECODE_ONLY = ("8-bit weight-only", "8-bit + int8 lm_head", "4-bit + int8 lm_head")  # reported beside the targets
+DECODE_ONLY = ("8-bit weight-only", "4-bit weight-only", "8-bit + int8 lm_head",
+               "4-bit + int8 lm_head")  # reported beside the targets  # fmt: skip
 PEERS = {"bf16": "bf16", "8-bit": "q8_0", "4-bit": "q4_0"}
 TARGETS = {"8-bit": 1.4, "4-bit": 1.8}
 
@@ -38,25 +44,26 @@ TARGETS = {"8-bit": 1.4, "4-bit": 1.8}
 def run(ctx: Context) -> ScenarioResult:
     cfg, model = ctx.config, models.full_size(ctx.work_dir)
     result = ScenarioResult(ID, TITLE, BASELINE)
-    decode, batch8, ttft, kernels = {}, {}, {}, {}
-    for label, quantization, options in VARIANTS:
-        with InProcessEngine(model, quantization, **options) as engine:
-            kernels[label] = engine.info.extra.get("quant_kernels") or engine.info.extra.get("cpu_gemm")
-            run_engine(engine, text_mix(1, 4), 1)  # warm-up
-            decode[label] = [1 / run_engine(engine, text_mix(1, cfg.b1_max_tokens), 1).requests[0].inter_token_s
-                             for _ in range(cfg.repeats)]  # fmt: skip
-            if label not in DECODE_ONLY:
-                specs = image_mix(cfg.p2_requests, cfg.b1_max_tokens, max_tiles=1)
-                batch8[label] = [run_engine(engine, specs, cfg.p2_requests).tokens_per_s for _ in range(cfg.repeats)]
-                if not cfg.quick:
-                    spec = RequestSpec(PROMPTS[0], 1, thirteen_tile_size(), max_tiles=12)
-                    ttft[label] = [run_engine(engine, [spec], 1).median_ttft for _ in range(cfg.repeats)]
-        ctx.log(f"B3 {label}: decode {decode[label][0]:.1f} tok/s ({kernels[label]})")
+    decode, bf16_beside, batch8, ttft, kernels = {}, {}, {}, {}, {}
+    with InProcessEngine(model, "none") as bf16:
+        kernels["bf16"] = bf16.info.extra.get("cpu_gemm")
+        _measure(ctx, bf16, "bf16", batch8, ttft)
+        for label, quantization, options in VARIANTS:
+            with InProcessEngine(model, quantization, **options) as engine:
+                kernels[label] = engine.info.extra.get("quant_kernels") or engine.info.extra.get("cpu_gemm")
+                sides = paired(cfg.repeats, {label: _decode(engine, cfg), "bf16": _decode(bf16, cfg)})
+                decode[label], bf16_beside[label] = sides[label], sides["bf16"]
+                if label not in DECODE_ONLY:
+                    _measure(ctx, engine, label, batch8, ttft)
+            ctx.log(f"B3 {label}: decode {decode[label][0]:.1f} tok/s ({kernels[label]}), bf16 beside it "
+                    f"{bf16_beside[label][0]:.1f}")  # fmt: skip
+    decode["bf16"] = bf16_beside["8-bit"]
     for label, target in TARGETS.items():
-        result.check(Figure.of(f"B3 batch-1 decode {label} / bf16", "×", ratios(decode[label], decode["bf16"])),
+        result.check(Figure.of(f"B3 batch-1 decode {label} / bf16", "×", ratios(decode[label], bf16_beside[label])),
                      at_least(target))  # fmt: skip
     for label in DECODE_ONLY:
-        result.check(Figure.of(f"B3 batch-1 decode {label} / bf16", "×", ratios(decode[label], decode["bf16"])))
+        result.check(Figure.of(f"B3 batch-1 decode {label} / bf16", "×",
+                               ratios(decode[label], bf16_beside[label])))  # fmt: skip
     for label in TARGETS:
         result.check(Figure.of(f"B4 batch-8 1-tile aggregate {label} / bf16", "×",
                                ratios(batch8[label], batch8["bf16"])), at_least(1.0))  # fmt: skip
@@ -71,13 +78,31 @@ def run(ctx: Context) -> ScenarioResult:
             result.notes.append(f"AWQ Int4 4B decode not measured: {type(exc).__name__}: {exc}")
     for label, samples in decode.items():
         result.add(Figure.of(f"{label}: batch-1 decode ({kernels[label]})", "tok/s", samples))
+    result.add(Figure.of("bf16: batch-1 decode, every wave beside a variant", "tok/s",
+                         [x for samples in bf16_beside.values() for x in samples]))  # fmt: skip
     for label, samples in batch8.items():
         result.add(Figure.of(f"{label}: batch-8 aggregate output", "tok/s", samples))
     for label, samples in ttft.items():
         result.add(Figure.of(f"{label}: 13-tile TTFT", "s", samples))
-    result.notes.append(f"decode after a text prompt, {cfg.b1_max_tokens} output tokens; batch 8: "
-                        f"{cfg.p2_requests} concurrent 1-tile image requests of {cfg.b1_max_tokens} tokens")  # fmt: skip
+    result.notes.append(f"decode after a text prompt, {cfg.b1_max_tokens} output tokens, each variant's waves "
+                        "alternating with the bf16 engine's (loaded beside it; its 'bf16' row: the waves beside "
+                        f"8-bit); batch 8: {cfg.p2_requests} concurrent 1-tile image requests of "
+                        f"{cfg.b1_max_tokens} tokens")  # fmt: skip
     return result
+
+
+def _decode(engine: InProcessEngine, cfg) -> Callable[[], float]:
+    return lambda: 1 / run_engine(engine, text_mix(1, cfg.b1_max_tokens), 1).requests[0].inter_token_s
+
+
+def _measure(ctx: Context, engine: InProcessEngine, label: str, batch8: dict, ttft: dict) -> None:
+    """B4's batch-8 aggregate and (full profile) the 13-tile TTFT of one engine."""
+    cfg = ctx.config
+    specs = image_mix(cfg.p2_requests, cfg.b1_max_tokens, max_tiles=1)
+    batch8[label] = [run_engine(engine, specs, cfg.p2_requests).tokens_per_s for _ in range(cfg.repeats)]
+    if not cfg.quick:
+        spec = RequestSpec(PROMPTS[0], 1, thirteen_tile_size(), max_tiles=12)
+        ttft[label] = [run_engine(engine, [spec], 1).median_ttft for _ in range(cfg.repeats)]
 
 
 def _awq(ctx: Context, result: ScenarioResult) -> None:
