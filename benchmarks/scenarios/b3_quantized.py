@@ -4,8 +4,10 @@ and against llama.cpp on the same architecture (issue #18). One engine at a time
 - B3: batch-1 decode tok/s (a text prompt, B1's measure: tokens after the first over the time after the first),
   8-bit / bf16 (target ≥ 1.4×) and 4-bit / bf16 (target ≥ 1.8×), launch defaults; reported beside them: 8-bit
   with `cpu_quant weight_only`, 4-bit with `cpu_quant weight_only` (PyTorch's int4 kernel), and both with
-  `quantize_lm_head`. Paired: the bf16 engine stays loaded and its waves alternate with each variant's, so each
-  ratio compares waves run minutes apart at most (this host's decode pace drifts by ±20% over a run).
+  `quantize_lm_head`.
+- Paired, every measure (B3, B4, TTFT): the bf16 engine stays loaded, and each variant's waves alternate with the
+  same waves on bf16, so a ratio compares runs seconds apart under the same conditions (this host's decode pace
+  drifts by ±20% within minutes: bf16 measured 22 and 29 tok/s in one process).
 - B4: aggregate output tok/s of P2's workload (8 concurrent requests, one 1-tile image each), quantized / bf16
   (target ≥ 1.0× each).
 - TTFT of a 13-tile image, quantized / bf16 (target ≤ 1.15×; full profile only).
@@ -44,65 +46,67 @@ TARGETS = {"8-bit": 1.4, "4-bit": 1.8}
 def run(ctx: Context) -> ScenarioResult:
     cfg, model = ctx.config, models.full_size(ctx.work_dir)
     result = ScenarioResult(ID, TITLE, BASELINE)
-    decode, bf16_beside, batch8, ttft, kernels = {}, {}, {}, {}, {}
+    decode, batch8, ttft, kernels = {}, {}, {}, {}  # per measure: label -> (its samples, bf16's beside them)
     with InProcessEngine(model, "none") as bf16:
         kernels["bf16"] = bf16.info.extra.get("cpu_gemm")
-        _measure(ctx, bf16, "bf16", batch8, ttft)
         for label, quantization, options in VARIANTS:
             with InProcessEngine(model, quantization, **options) as engine:
                 kernels[label] = engine.info.extra.get("quant_kernels") or engine.info.extra.get("cpu_gemm")
-                sides = paired(cfg.repeats, {label: _decode(engine, cfg), "bf16": _decode(bf16, cfg)})
-                decode[label], bf16_beside[label] = sides[label], sides["bf16"]
+                decode[label] = _paired(cfg, engine, bf16, _decode(cfg))
                 if label not in DECODE_ONLY:
-                    _measure(ctx, engine, label, batch8, ttft)
-            ctx.log(f"B3 {label}: decode {decode[label][0]:.1f} tok/s ({kernels[label]}), bf16 beside it "
-                    f"{bf16_beside[label][0]:.1f}")  # fmt: skip
-    decode["bf16"] = bf16_beside["8-bit"]
+                    batch8[label] = _paired(cfg, engine, bf16, _batch8(cfg))
+                    if not cfg.quick:
+                        ttft[label] = _paired(cfg, engine, bf16, _ttft)
+            ctx.log(f"B3 {label}: decode {decode[label][0][0]:.1f} tok/s ({kernels[label]}), bf16 beside it "
+                    f"{decode[label][1][0]:.1f}")  # fmt: skip
     for label, target in TARGETS.items():
-        result.check(Figure.of(f"B3 batch-1 decode {label} / bf16", "×", ratios(decode[label], bf16_beside[label])),
-                     at_least(target))  # fmt: skip
+        result.check(Figure.of(f"B3 batch-1 decode {label} / bf16", "×", ratios(*decode[label])), at_least(target))
     for label in DECODE_ONLY:
-        result.check(Figure.of(f"B3 batch-1 decode {label} / bf16", "×",
-                               ratios(decode[label], bf16_beside[label])))  # fmt: skip
+        result.check(Figure.of(f"B3 batch-1 decode {label} / bf16", "×", ratios(*decode[label])))
     for label in TARGETS:
-        result.check(Figure.of(f"B4 batch-8 1-tile aggregate {label} / bf16", "×",
-                               ratios(batch8[label], batch8["bf16"])), at_least(1.0))  # fmt: skip
+        result.check(Figure.of(f"B4 batch-8 1-tile aggregate {label} / bf16", "×", ratios(*batch8[label])),
+                     at_least(1.0))  # fmt: skip
         if ttft:
-            result.check(Figure.of(f"13-tile TTFT {label} / bf16", "×", ratios(ttft[label], ttft["bf16"])),
-                         at_most(1.15, "×"))  # fmt: skip
-    _peer(ctx, result, model, decode)
+            result.check(Figure.of(f"13-tile TTFT {label} / bf16", "×", ratios(*ttft[label])), at_most(1.15, "×"))
+    _peer(ctx, result, model, {label: samples for label, (samples, _) in decode.items()} | {
+        "bf16": decode["8-bit"][1]})  # fmt: skip
     if not cfg.quick:
         try:
             _awq(ctx, result)
         except Exception as exc:  # noqa: BLE001 - a report beside the targets must not lose them
             result.notes.append(f"AWQ Int4 4B decode not measured: {type(exc).__name__}: {exc}")
-    for label, samples in decode.items():
-        result.add(Figure.of(f"{label}: batch-1 decode ({kernels[label]})", "tok/s", samples))
-    result.add(Figure.of("bf16: batch-1 decode, every wave beside a variant", "tok/s",
-                         [x for samples in bf16_beside.values() for x in samples]))  # fmt: skip
-    for label, samples in batch8.items():
-        result.add(Figure.of(f"{label}: batch-8 aggregate output", "tok/s", samples))
-    for label, samples in ttft.items():
-        result.add(Figure.of(f"{label}: 13-tile TTFT", "s", samples))
-    result.notes.append(f"decode after a text prompt, {cfg.b1_max_tokens} output tokens, each variant's waves "
-                        "alternating with the bf16 engine's (loaded beside it; its 'bf16' row: the waves beside "
-                        f"8-bit); batch 8: {cfg.p2_requests} concurrent 1-tile image requests of "
-                        f"{cfg.b1_max_tokens} tokens")  # fmt: skip
+    for measure, unit, results in (("batch-1 decode", "tok/s", decode), ("batch-8 aggregate output", "tok/s", batch8),
+                                   ("13-tile TTFT", "s", ttft)):  # fmt: skip
+        for label, (samples, beside) in results.items():
+            result.add(Figure.of(f"{label}: {measure} ({kernels[label]})", unit, samples))
+            result.add(Figure.of(f"bf16 beside {label}: {measure} ({kernels['bf16']})", unit, beside))
+    result.notes.append(f"decode after a text prompt, {cfg.b1_max_tokens} output tokens; batch 8: "
+                        f"{cfg.p2_requests} concurrent 1-tile image requests of {cfg.b1_max_tokens} tokens. Every "
+                        "measure of a variant alternates with the same measure of the bf16 engine, loaded beside "
+                        "it (B5's bf16: the decode waves beside 8-bit)")  # fmt: skip
     return result
 
 
-def _decode(engine: InProcessEngine, cfg) -> Callable[[], float]:
-    return lambda: 1 / run_engine(engine, text_mix(1, cfg.b1_max_tokens), 1).requests[0].inter_token_s
+Measure = Callable[[InProcessEngine], float]
 
 
-def _measure(ctx: Context, engine: InProcessEngine, label: str, batch8: dict, ttft: dict) -> None:
-    """B4's batch-8 aggregate and (full profile) the 13-tile TTFT of one engine."""
-    cfg = ctx.config
+def _paired(cfg, engine: InProcessEngine, bf16: InProcessEngine, measure: Measure) -> tuple[list[float], list[float]]:
+    """`measure` of the variant and of bf16, alternating (one unrecorded warm-up each): (variant's, bf16's)."""
+    sides = paired(cfg.repeats, {"variant": lambda: measure(engine), "bf16": lambda: measure(bf16)})
+    return sides["variant"], sides["bf16"]
+
+
+def _decode(cfg) -> Measure:
+    return lambda engine: 1 / run_engine(engine, text_mix(1, cfg.b1_max_tokens), 1).requests[0].inter_token_s
+
+
+def _batch8(cfg) -> Measure:
     specs = image_mix(cfg.p2_requests, cfg.b1_max_tokens, max_tiles=1)
-    batch8[label] = [run_engine(engine, specs, cfg.p2_requests).tokens_per_s for _ in range(cfg.repeats)]
-    if not cfg.quick:
-        spec = RequestSpec(PROMPTS[0], 1, thirteen_tile_size(), max_tiles=12)
-        ttft[label] = [run_engine(engine, [spec], 1).median_ttft for _ in range(cfg.repeats)]
+    return lambda engine: run_engine(engine, specs, cfg.p2_requests).tokens_per_s
+
+
+def _ttft(engine: InProcessEngine) -> float:
+    return run_engine(engine, [RequestSpec(PROMPTS[0], 1, thirteen_tile_size(), max_tiles=12)], 1).median_ttft
 
 
 def _awq(ctx: Context, result: ScenarioResult) -> None:
