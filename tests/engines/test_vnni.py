@@ -41,6 +41,20 @@ def test_zero_and_empty_inputs_are_exact():
 
 
 @needs_kernel
+def test_a_nan_or_infinite_activation_reaches_its_row_only():
+    """As in a float product: the row with a NaN or an infinity gives NaN, the other rows are untouched."""
+    q, step, low = _quantized(64, 128, 64)
+    packed, scales_mins = vnni.pack(q, step, low)
+    x = torch.randn(3, 128, dtype=torch.bfloat16)
+    clean = vnni.mm(x, packed, scales_mins, 64)
+    for bad in (float("nan"), float("inf")):
+        poisoned = x.clone()
+        poisoned[1, 5] = bad
+        y = vnni.mm(poisoned, packed, scales_mins, 64)
+        assert y[1].isnan().all() and torch.equal(y[0], clean[0]) and torch.equal(y[2], clean[2])
+
+
+@needs_kernel
 def test_a_broken_cached_library_is_rebuilt_then_reused(tmp_path, monkeypatch, caplog):
     """A cached file that does not load (say, cut short by a full disk) is rebuilt; a good one is reused. A build
     lands by rename, never by writing into a file another process may have mapped."""

@@ -30,15 +30,17 @@ static inline float bf16_to_float(uint16_t h) {
     return f;
 }
 
-/* One row's group j: int8 codes (|x| max -> 127), their scale, and the sum of the values they stand for. */
+/* One row's group j: int8 codes (|x| max -> 127), their scale, and the sum of the values they stand for. A NaN or
+ * infinity makes the scale NaN, so it reaches the row's outputs as in a float product instead of vanishing. */
 static void quantize_group(const uint16_t *x, int g, int8_t *q, float *scale, float *sum) {
-    float v[MAX_GROUP], amax = 0.f;
+    float v[MAX_GROUP], amax = 0.f, finite = 0.f;
     for (int t = 0; t < g; t++) {
         v[t] = bf16_to_float(x[t]);
         float a = fabsf(v[t]);
         amax = a > amax ? a : amax;
+        finite += v[t] * 0.f;  /* NaN once any value is NaN or infinite */
     }
-    float d = amax / 127.f, inv = d > 0.f ? 1.f / d : 0.f;
+    float d = finite == 0.f ? amax / 127.f : NAN, inv = d > 0.f ? 1.f / d : 0.f;
     int total = 0;
     for (int t = 0; t < g; t++) {
         float r = nearbyintf(v[t] * inv);
