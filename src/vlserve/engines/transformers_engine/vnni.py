@@ -5,7 +5,7 @@ Why our own kernel: decode reads every weight once per step, so an int4 weight s
 one. PyTorch's int4 kernel (`_weight_int4pack_mm_for_cpu`) widens each weight to 16 bit and multiplies in floats,
 and its arithmetic, not memory, bounds it: 10.5-10.9 ms for the 1B's 24 decoder layers at one row, ~17 GB/s (the
 2-core AMD EPYC machine). This one quantizes the activations to int8 per weight group, as llama.cpp does for
-q4_0 x q8_0, and sums int4 x int8 products in int32 with vpdpbusd: 6.8-7.2 ms at one row, and 18 ms against
+q4_0 x q8_0, and sums int4 x int8 products in int32 with vpdpbusd: 6.8-7.6 ms at one row, and 18 ms against
 35 ms at 8 rows. No library ships such a kernel for x86 here: ZenDNN's weight-only int4 product rejects its
 arguments on this CPU, torchao's x86 wheels carry no CPU kernels. Activations rounded to int8 per group add
 ~0.6% relative error to a layer's output (the weights' own int4 error is several times that; tests bound both).

@@ -15,7 +15,7 @@ CPU kernels (`cpu_quant torch`, the default):
 
 Why these (measured on the 2-core AMD EPYC machine, the 1B's 24 decoder layers, weights streamed from memory, the
 table in int8.py): at one row bfloat16 takes 31.8 ms, int8 on ZenDNN 11.5 ms and int4 11.9 ms (PyTorch's kernel;
-the VNNI kernel 6.8-7.2 ms); at 8 rows 32.3, 14.1 and 37.8 ms (VNNI 18 ms); bitsandbytes' LLM.int8 / NF4 CPU paths are ~8x / ~3x slower than bfloat16 (the issue's figures).
+the VNNI kernel 6.8-7.6 ms); at 8 rows 32.3, 14.1 and 37.8 ms (VNNI 18 ms); bitsandbytes' LLM.int8 / NF4 CPU paths are ~8x / ~3x slower than bfloat16 (the issue's figures).
 PyTorch's weight-only int8 kernel barely beats bfloat16 from memory (27.7 ms) and is kept for CPUs without zentorch.
 Every kernel used is batch-invariant below int8.PREFILL_ROWS rows (a row's result does not depend on the other
 rows; tests check 1/2/4/9 rows), as the bfloat16 path is.
