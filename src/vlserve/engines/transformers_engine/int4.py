@@ -1,9 +1,9 @@
-"""4-bit group-quantized linear layers on PyTorch's own int4 weight-only kernels (the "tinygemm" kernels that
-torchao builds on): `aten._weight_int4pack_mm` on CUDA (sm80+, bfloat16), `aten._weight_int4pack_mm_for_cpu` on
-CPU; or, on CPUs with AVX512-VNNI and made `dynamic` (`cpu_quant auto`), on our int4 x int8 kernel in its own
-layout (vnni.py), which is faster at decode sizes. Checkpoints quantized with asymmetric per-group zero points (AWQ)
-run on them without being widened to 16 bit, so a 4-bit checkpoint stays ~4-bit in memory and decode reads a quarter of the bytes. Model-family neutral: a family
-loader hands over (q, zero points, scales) per layer, rows = output features.
+"""4-bit group-quantized linear layers on PyTorch's own int4 weight-only kernels (the "tinygemm" kernels that torchao
+builds on): `aten._weight_int4pack_mm` on CUDA (sm80+, bfloat16), `aten._weight_int4pack_mm_for_cpu` on CPU; or, on CPUs
+with AVX512-VNNI and made `dynamic` (`cpu_quant auto`), on our int4 x int8 kernel in its own layout (vnni.py), which is
+faster at decode sizes. Checkpoints quantized with asymmetric per-group zero points (AWQ) run on them without being
+widened to 16 bit, so a 4-bit checkpoint stays ~4-bit in memory and decode reads a quarter of the bytes. Model-family
+neutral: a family loader hands over (q, zero points, scales) per layer, rows = output features.
 
 tinygemm dequantizes w = (q - 8) * scale + zero with a *float* zero per (group, column); an integer zero point z
 (w = (q - z) * scale) is the same weight with zero = (8 - z) * scale. `Int4Linear.quantize` makes such a layer from

@@ -1,5 +1,5 @@
 """`8-bit` and `4-bit` on CPU: the decoder's linear layers quantized at load from the 16-bit checkpoint onto fast
-CPU kernels (`cpu_quant torch`, the default):
+CPU kernels (`cpu_quant auto`, the default, or `weight_only`):
 
 * `8-bit`: int8 weights, one scale per output channel (int8.py). `cpu_quant auto`: ZenDNN's dynamic int8 product
   on AMD CPUs (activations quantized per row at run time, as LLM.int8 does but without its 16-bit outlier
@@ -13,12 +13,12 @@ CPU kernels (`cpu_quant torch`, the default):
   uses everywhere; prompt chunks multiply a 16-bit copy held while prefills run (`int4.PrefillWidening`, launch
   option `int4_prefill_16bit`).
 
-Why these (measured on the 2-core AMD EPYC machine, the 1B's 24 decoder layers, weights streamed from memory, the
-table in int8.py): at one row bfloat16 takes 31.8 ms, int8 on ZenDNN 11.5 ms and int4 11.9 ms (PyTorch's kernel;
-the VNNI kernel 6.8-7.6 ms); at 8 rows 32.3, 14.1 and 37.8 ms (VNNI 18 ms); bitsandbytes' LLM.int8 / NF4 CPU paths are ~8x / ~3x slower than bfloat16 (the issue's figures).
-PyTorch's weight-only int8 kernel barely beats bfloat16 from memory (27.7 ms) and is kept for CPUs without zentorch.
-Every kernel used is batch-invariant below int8.PREFILL_ROWS rows (a row's result does not depend on the other
-rows; tests check 1/2/4/9 rows), as the bfloat16 path is.
+Why these (measured on the 2-core AMD EPYC machine, the 1B's 24 decoder layers, weights streamed from memory, the table
+in int8.py): at one row bfloat16 takes 31.8 ms, int8 on ZenDNN 11.5 ms and int4 11.9 ms (PyTorch's kernel; the VNNI
+kernel 6.8-7.6 ms); at 8 rows 32.3, 14.1 and 37.8 ms (VNNI 18 ms); bitsandbytes' LLM.int8 / NF4 CPU paths are ~8x / ~3x
+slower than bfloat16 (the issue's figures). PyTorch's weight-only int8 kernel barely beats bfloat16 from memory (27.7
+ms) and is kept for CPUs without zentorch. Every kernel used is batch-invariant below int8.PREFILL_ROWS rows (a row's
+result does not depend on the other rows; tests check 1/2/4/9 rows), as the bfloat16 path is.
 
 q/k/v and gate/up are fused first (fused.py), then quantized as one weight each, as in the bfloat16 path. The
 lm_head can be quantized to int8 too (`quantize_lm_head`, off by default: the logits then carry int8 error); the
