@@ -278,8 +278,10 @@ def _kernels_name(quantization: str, dtype, group_size: int, dynamic: bool) -> s
     """What runs the decoder's quantized products on CPU, as the model's description shows it."""
     import torch
 
-    from vlserve.engines.transformers_engine import int4, int8
+    from vlserve.engines.transformers_engine import int4, int8, vnni
 
     if quantization == "8-bit":
-        return f"int8 {int8.kernel_for(dtype, dynamic)}"
-    return f"int4 g{group_size} {int4.kernel_for(dynamic and dtype == torch.bfloat16)}"
+        kernel = f"int8 {int8.kernel_for(dtype, dynamic)}"
+    else:
+        kernel = f"int4 g{group_size} {int4.kernel_for(dynamic and dtype == torch.bfloat16)}"
+    return f"{kernel} {vnni.isa()}" if kernel.endswith("vnni") else kernel

@@ -46,10 +46,10 @@ class EngineOptions(LaunchOptionsBase):
     num_threads: Annotated[int | None, _whole(1)] = Field(None, description="torch threads on CPU; unset: torch's.")
     cpu_gemm: CpuGemm = Field("auto", description="Library for 16-bit linears on CPU (cpu_linears.py).")
     cpu_quant: CpuQuant = Field(
-        "auto", description="Kernels of 8-bit/4-bit on CPU, quantized at load (weight_only.py): auto (8-bit: "
-        "ZenDNN's int8 product with activations quantized per row where usable, fastest; 4-bit and AWQ Int4: "
-        "vlserve's int4 x int8 kernel with activations quantized per group on AVX512-VNNI CPUs; else "
-        "weight-only), weight_only (torch's int8/int4 kernels, activations stay 16-bit), bitsandbytes (slow on "
+        "auto", description="Kernels of 8-bit/4-bit on CPU, quantized at load (weight_only.py): auto (vlserve's "
+        "int8 x int8 and int4 x int8 kernels, activations quantized to int8 per group of 64, on CPUs with "
+        "AVX512-VNNI or AVX2, fastest; else for 8-bit ZenDNN's int8 product with activations quantized per row "
+        "where usable; else weight-only), weight_only (torch's int8/int4 kernels, activations stay 16-bit), bitsandbytes (slow on "
         "CPU; 8-bit/4-bit only). GPUs always use bitsandbytes.")
     int4_group_size: Literal[32, 64, 128, 256] = Field(
         64, description="4-bit on CPU: input features per int4 group (smaller: more accurate and more memory; the "
@@ -58,7 +58,8 @@ class EngineOptions(LaunchOptionsBase):
         "auto", description="4-bit and AWQ Int4 on CPU: while prompts are prefilled, hold a 16-bit copy of the int4 "
         "weights, so full prompt chunks multiply ~2.5x faster than on the int4 kernel (a 13-tile image's first "
         "token ~10 s sooner on the 1B); memory then peaks at the 16-bit size until the prefills are done. auto: on "
-        "when that copy takes at most a quarter of the memory available at load.")
+        "when that copy takes at most a quarter of the memory available at load. Only on CPUs that multiply "
+        "bfloat16 natively (AVX512-BF16 or AMX); elsewhere the int4 kernel is the faster one at every size.")
     image_cache_mb: Annotated[int, _whole(0)] = Field(
         512, description="Encoder-output cache: MiB of vision features kept per model, so an image seen again (a "
         "follow-up turn, another user) skips the vision encoder; 0 disables. A 13-tile image takes 3,328 rows x "
