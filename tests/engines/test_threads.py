@@ -1,5 +1,5 @@
-"""Torch work off the scheduler thread runs on threads that end with it (see engines/threads.py:
-a lingering helper thread's OpenMP team throttled every later decode step)."""
+"""Torch work off the scheduler thread runs on threads that end with it, and an idle scheduler's own thread ends too
+(see engines/threads.py and scheduler.py: a lingering thread's OpenMP team throttled every other decode step)."""
 
 from __future__ import annotations
 
@@ -53,4 +53,43 @@ async def test_engine_leaves_no_helper_thread_after_load_and_a_request(engine_fo
     deltas = await answer(engine, ask("Describe.", image(2)), GREEDY)
     assert deltas[-1].finish_reason is not None
     assert _wait_gone("vlserve-load") == [] and _wait_gone("vlserve-prep") == []
-    assert len(_alive("vlserve-transformers-scheduler")) >= 1
+
+
+def _parked(scheduler, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not (scheduler._parked and not scheduler._thread.is_alive()) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return scheduler._parked and not scheduler._thread.is_alive()
+
+
+async def test_an_idle_scheduler_lets_its_thread_go_and_a_request_starts_another(engine_for):
+    """Idle for IDLE_PARK_S, the loop's thread ends (its OpenMP team with it); the next request runs on a new thread
+    and answers as before, and aborting a request that is over does not touch a later one of the same id."""
+    from tests.engines.test_transformers_engine import GREEDY, answer, ask, image, tokens_of
+
+    engine = engine_for("InternVL2_5-1B")
+    scheduler = engine.scheduler
+    first = await answer(engine, ask("Describe.", image(3)), GREEDY, "parked-1")
+    assert _parked(scheduler)
+    before = scheduler._thread
+    await engine.abort("parked-1")  # over already: dropped, as nothing runs
+    again = await answer(engine, ask("Describe.", image(3)), GREEDY, "parked-1")
+    assert scheduler._thread is not before and tokens_of(again) == tokens_of(first)
+    assert again[-1].finish_reason == first[-1].finish_reason != "abort"
+    assert _parked(scheduler)
+
+
+async def test_a_parked_model_unloads_and_then_refuses_requests(twin_dir, resolve_spec):
+    from vlserve.engines import get_factory
+    from vlserve.errors import EngineDead
+
+    engine = get_factory("Transformers").create(resolve_spec("InternVL2_5-1B"), twin_dir("InternVL2_5-1B"), {})
+    await engine.load()
+    scheduler = engine.scheduler
+    try:
+        assert _parked(scheduler)  # loaded, never asked
+    finally:
+        await engine.unload()
+    assert scheduler.failure == "the model was unloaded" and not scheduler._thread.is_alive()
+    with pytest.raises(EngineDead):
+        scheduler.submit(object())

@@ -9,6 +9,12 @@ instead of stalling them. Results go back to each caller through `emit` (thread-
 Failures stay as small as they can: a prefill, a sampling or a detokenizing error fails only its request; an error
 in the shared forward pass fails the requests of that batch, and the loop goes on. If the thread itself dies (a
 BaseException), `failure` says why, every request in flight fails with `EngineDead`, and new ones are refused.
+
+An idle loop parks: once nothing has been running or waiting for IDLE_PARK_S, its thread ends, and the next request
+starts a new one. A thread that ran torch ops keeps an OpenMP team until it exits, and with more OpenMP threads than
+cores libgomp makes every team sleep after each parallel region (engines/threads.py): an idle model loaded beside
+a busy one slowed the busy one's decode by a third (full-size 1B `4-bit` on the 2-core machine: 28.7 tok/s alone,
+18-21 tok/s with a bf16 model resident and idle, back to 28.8 once the idle model's scheduler thread had ended).
 """
 
 from __future__ import annotations
@@ -28,6 +34,8 @@ from vlserve.engines.transformers_engine.guided import GuidedSequence, mask_rows
 from vlserve.engines.transformers_engine.kv_cache import SlotKVCache
 from vlserve.engines.transformers_engine.prefill import Prefill, PrefillTools
 from vlserve.engines.transformers_engine.sampler import SequenceSampler, choose_batch
+
+IDLE_PARK_S = 0.5  # idle this long, the loop's thread ends (see above); a new request starts another
 from vlserve.errors import EngineDead
 
 if TYPE_CHECKING:
@@ -98,7 +106,8 @@ class Scheduler:
         self.batch: list[Sequence] = []  # batch[i] lives in cache slot i
         self._aborts: set[str] = set()
         self._lock = threading.Lock()
-        self._thread = threading.Thread(target=self._run, name="vlserve-transformers-scheduler", daemon=True)
+        self._thread: threading.Thread | None = None
+        self._parked = True  # no thread runs the loop; `submit` starts one
         self._stopping = False
         self.failure: str | None = None  # why this scheduler serves nothing any more (thread died, stopped)
         self.steps = 0
@@ -107,23 +116,39 @@ class Scheduler:
     # ------------------------------------------------------------ called from other threads
 
     def start(self) -> None:
-        self._thread.start()
+        with self._lock:
+            self._unpark()
 
     def submit(self, job: Job) -> None:
         with self._lock:  # never after the loop has drained the inbox for good
             if self.failure is not None:
                 raise EngineDead(f"this model's engine stopped: {self.failure}; terminate and relaunch the model")
             self.inbox.put(job)
+            self._unpark()
 
     def abort(self, request_id: str) -> None:
         with self._lock:
+            if self._parked:  # nothing runs or waits (see _park): the request is over
+                return
             self._aborts.add(request_id)
         self.inbox.put(None)  # wake the loop if idle
 
     def stop(self) -> None:
-        self._stopping = True
+        with self._lock:
+            self._stopping = True
+            parked = self._parked
+        if parked:  # no thread left to close the loop: nothing runs or waits (see _park)
+            self._close("the model was unloaded")
+            return
         self.inbox.put(None)
         self._thread.join(timeout=60)
+
+    def _unpark(self) -> None:
+        """(Under the lock.) A new thread for the loop when none runs it."""
+        if self._parked and not self._stopping:
+            self._parked = False
+            self._thread = threading.Thread(target=self._run, name="vlserve-transformers-scheduler", daemon=True)
+            self._thread.start()
 
     # ------------------------------------------------------------ the loop
 
@@ -134,7 +159,8 @@ class Scheduler:
             with torch.inference_mode():
                 while not self._stopping:
                     try:
-                        self._iteration()
+                        if self._iteration():
+                            return  # parked: the next request starts a new thread
                     except Exception as exc:  # noqa: BLE001 - fail the requests of this batch, keep serving
                         log.exception("decode step failed")
                         self._fail_all(exc)
@@ -150,8 +176,12 @@ class Scheduler:
             self._collect(block=False)
         self._fail_all(EngineDead(f"this model's engine stopped: {reason}"))
 
-    def _iteration(self) -> None:
-        self._collect(block=not self.batch and not self.waiting and self.prefilling is None)
+    def _iteration(self) -> bool:
+        """One pass of the loop; True when it parked (its thread is to end)."""
+        idle = not self.batch and not self.waiting and self.prefilling is None
+        self._collect(block=idle)
+        if idle and not self.waiting and self._park():
+            return True
         self._apply_aborts()
         self._prefill_slice()
         if self._prefilled and self.prefilling is None and not self._can_admit():
@@ -159,10 +189,21 @@ class Scheduler:
             self.parts.prefills_done()
         if self.batch:
             self._decode_step()
+        return False
+
+    def _park(self) -> bool:
+        """Nothing ran or arrived for IDLE_PARK_S: end this thread unless a request came meanwhile. Pending aborts
+        can only name requests that are over (none runs or waits), so they are dropped, as `abort` drops those
+        that come while parked."""
+        with self._lock:
+            if not self.inbox.empty() or self._stopping:
+                return False
+            self._parked, self._aborts = True, set()
+            return True
 
     def _collect(self, block: bool) -> None:
         try:
-            item = self.inbox.get(timeout=0.5) if block else self.inbox.get_nowait()
+            item = self.inbox.get(timeout=IDLE_PARK_S) if block else self.inbox.get_nowait()
             while True:
                 if item is not None:
                     self.waiting.append(item)

@@ -1,24 +1,26 @@
 """`8-bit` and `4-bit` on CPU: the decoder's linear layers quantized at load from the 16-bit checkpoint onto fast
 CPU kernels (`cpu_quant auto`, the default, or `weight_only`):
 
-* `8-bit`: int8 weights, one scale per output channel (int8.py). `cpu_quant auto`: ZenDNN's dynamic int8 product
-  on AMD CPUs (activations quantized per row at run time, as LLM.int8 does but without its 16-bit outlier
-  columns), else PyTorch's weight-only int8 kernel; `cpu_quant weight_only`: the weight-only kernel everywhere.
-  Quality on the 1B twin (logits' error against float32, mean of 3 prompts; bf16 alone 0.0046): bitsandbytes
-  0.0102, weight-only within 10% of it, ZenDNN dynamic 0.0123: the fast path trades ~20% more error than LLM.int8
-  (tests/engines/test_weight_only.py holds these; benchmarks B3 reports them on the full-size 1B).
+* `8-bit`: int8 weights, one scale per output channel (int8.py). `cpu_quant auto`: our int8 x int8 kernel on CPUs
+  with AVX512-VNNI or AVX2 (vnni.py: activations quantized to int8 per group of 32, as llama.cpp's q8_0), else
+  ZenDNN's dynamic int8 product on AMD CPUs with AVX512-VNNI (activations quantized per row, as LLM.int8 does but
+  without its 16-bit outlier columns), else PyTorch's weight-only int8 kernel; `cpu_quant weight_only`: the
+  weight-only kernel everywhere. Quality on the 1B twin (logits' error against float32, mean of 3 prompts; bf16
+  alone 0.0046): bitsandbytes 0.0103, weight-only 0.0113, our kernel 0.0112, ZenDNN dynamic 0.0123
+  (tests/engines/test_weight_only.py holds these).
 * `4-bit`: asymmetric int4 groups of `int4_group_size` input features (int4.py). `cpu_quant auto`: our int4 x int8
-  kernel on AVX512-VNNI CPUs (vnni.py: activations quantized to int8 per group, ~1.5x faster than PyTorch's at one
-  row, 2x at 8), else PyTorch's int4 kernel (`aten._weight_int4pack_mm_for_cpu`), which `cpu_quant weight_only`
-  uses everywhere; prompt chunks multiply a 16-bit copy held while prefills run (`int4.PrefillWidening`, launch
+  kernel on the same CPUs (activations quantized to int8 per group), else PyTorch's int4 kernel
+  (`aten._weight_int4pack_mm_for_cpu`), which `cpu_quant weight_only` uses everywhere; where the CPU multiplies
+  bfloat16 natively, prompt chunks multiply a 16-bit copy held while prefills run (`int4.PrefillWidening`, launch
   option `int4_prefill_16bit`).
 
-Why these (measured on the 2-core AMD EPYC machine, the 1B's 24 decoder layers, weights streamed from memory, the table
-in int8.py): at one row bfloat16 takes 31.8 ms, int8 on ZenDNN 11.5 ms and int4 11.9 ms (PyTorch's kernel; the VNNI
-kernel 6.8-7.6 ms); at 8 rows 32.3, 14.1 and 37.8 ms (VNNI 18 ms); bitsandbytes' LLM.int8 / NF4 CPU paths are ~8x / ~3x
-slower than bfloat16 (the issue's figures). PyTorch's weight-only int8 kernel barely beats bfloat16 from memory (27.7
-ms) and is kept for CPUs without zentorch. Every kernel used is batch-invariant below int8.PREFILL_ROWS rows (a row's
-result does not depend on the other rows; tests check 1/2/4/9 rows), as the bfloat16 path is.
+Why these: measured on the 2-core AMD EPYC machines, the 1B's 24 decoder layers, weights streamed from memory
+(tables in int8.py and vnni.py). With AVX512, at one row bfloat16 takes 31.8 ms, int8 on ZenDNN 11.5 ms, int4 on
+PyTorch's kernel 10.5-11.9 ms and on ours 6.8-7.6 ms. With AVX2 only (no native bfloat16, no ZenDNN int8),
+bfloat16 takes 38 ms, our int8 13 ms and int4 10.5 ms, PyTorch's int8 / int4 28-35 ms. bitsandbytes' LLM.int8 /
+NF4 CPU paths are ~8x / ~3x slower than bfloat16 (the issue's figures). Every kernel used is batch-invariant below
+int8.PREFILL_ROWS rows (ours at every size: a row's result does not depend on the other rows; tests check 1/2/4/9
+rows), as the bfloat16 path is.
 
 q/k/v and gate/up are fused first (fused.py), then quantized as one weight each, as in the bfloat16 path. The
 lm_head can be quantized to int8 too (`quantize_lm_head`, off by default: the logits then carry int8 error); the

@@ -141,18 +141,20 @@ static inline void store_bf16x8(uint16_t *out, __m256 f) {
     _mm_storeu_si128((__m128i *)out, packed);
 }
 
-/* The int32 sums of 8 output features' int4 x int8 products over one octet: vpmaddubsw (unsigned nibble times
- * signed code, pairs summed in int16: at most 2 * 15 * 127, no saturation), then vpmaddwd sums the pairs. */
+/* The int16 sums of 8 output features' int4 x int8 products over one octet, in pairs: vpmaddubsw (unsigned nibble
+ * times signed code, pairs summed in int16: at most 2 * 15 * 127 = 3810 each, 7620 for both nibbles). Four octets'
+ * sums still fit int16 (30480), so they are added there and widened by vpmaddwd once per four. */
 static inline __m256i octet4(__m256i v, __m256i a_lo, __m256i a_hi) {
-    const __m256i low = _mm256_set1_epi8(0x0F), ones = _mm256_set1_epi16(1);
+    const __m256i low = _mm256_set1_epi8(0x0F);
     __m256i lo = _mm256_maddubs_epi16(_mm256_and_si256(v, low), a_lo);
     __m256i hi = _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(v, 4), low), a_hi);
-    return _mm256_madd_epi16(_mm256_add_epi16(lo, hi), ones);
+    return _mm256_add_epi16(lo, hi);
 }
 
 static void block_row4(const int8_t *xq, const float *xd, const float *xs, const int32_t *xt, int groups, int g,
                        const uint8_t *wb, const void *scales, uint16_t *out) {
     const uint16_t *smb = scales;
+    const __m256i ones = _mm256_set1_epi16(1);
     const int octets = g / 8;
     __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
     (void)xt;
@@ -160,11 +162,16 @@ static void block_row4(const int8_t *xq, const float *xd, const float *xs, const
         __m256i sum0 = _mm256_setzero_si256(), sum1 = _mm256_setzero_si256();
         const uint8_t *wg = wb + (int64_t)j * octets * 64;
         const int32_t *xg = (const int32_t *)(xq + (int64_t)j * g);
-        for (int o = 0; o < octets; o++) {
-            __m256i a_lo = _mm256_set1_epi32(xg[2 * o]), a_hi = _mm256_set1_epi32(xg[2 * o + 1]);
-            sum0 = _mm256_add_epi32(sum0, octet4(_mm256_loadu_si256((const __m256i *)(wg + o * 64)), a_lo, a_hi));
-            sum1 = _mm256_add_epi32(sum1,
-                                    octet4(_mm256_loadu_si256((const __m256i *)(wg + o * 64 + 32)), a_lo, a_hi));
+        for (int first = 0; first < octets; first += 4) {
+            __m256i part0 = _mm256_setzero_si256(), part1 = _mm256_setzero_si256();
+            for (int o = first; o < first + 4 && o < octets; o++) {
+                __m256i a_lo = _mm256_set1_epi32(xg[2 * o]), a_hi = _mm256_set1_epi32(xg[2 * o + 1]);
+                part0 = _mm256_add_epi16(part0, octet4(_mm256_loadu_si256((const __m256i *)(wg + o * 64)), a_lo, a_hi));
+                part1 = _mm256_add_epi16(part1,
+                                         octet4(_mm256_loadu_si256((const __m256i *)(wg + o * 64 + 32)), a_lo, a_hi));
+            }
+            sum0 = _mm256_add_epi32(sum0, _mm256_madd_epi16(part0, ones));
+            sum1 = _mm256_add_epi32(sum1, _mm256_madd_epi16(part1, ones));
         }
         const uint16_t *sg = smb + j * 32;
         __m256 d = _mm256_set1_ps(xd[j]), s = _mm256_set1_ps(xs[j]);
