@@ -10,7 +10,7 @@ Failures stay as small as they can: a prefill, a sampling or a detokenizing erro
 in the shared forward pass fails the requests of that batch, and the loop goes on. If the thread itself dies (a
 BaseException), `failure` says why, every request in flight fails with `EngineDead`, and new ones are refused.
 
-An idle loop parks: once nothing has been running or waiting for IDLE_PARK_S, its thread ends, and the next request
+An idle loop parks: once nothing has been running or waiting for IDLE_PARK_S (50 ms), its thread ends, and the next request
 starts a new one. A thread that ran torch ops keeps an OpenMP team until it exits, and with more OpenMP threads than
 cores libgomp makes every team sleep after each parallel region (engines/threads.py): an idle model loaded beside
 a busy one slowed the busy one's decode by a third (full-size 1B `4-bit` on the 2-core machine: 28.7 tok/s alone,
@@ -35,7 +35,7 @@ from vlserve.engines.transformers_engine.kv_cache import SlotKVCache
 from vlserve.engines.transformers_engine.prefill import Prefill, PrefillTools
 from vlserve.engines.transformers_engine.sampler import SequenceSampler, choose_batch
 
-IDLE_PARK_S = 0.5  # idle this long, the loop's thread ends (see above); a new request starts another
+IDLE_PARK_S = 0.05  # idle this long, the loop's thread ends (see above); a new request starts another
 from vlserve.errors import EngineDead
 
 if TYPE_CHECKING:
