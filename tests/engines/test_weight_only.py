@@ -267,7 +267,8 @@ def _logits(engine, prompt_ids: list[int], pixels: torch.Tensor) -> torch.Tensor
 
 
 @pytest.mark.parametrize(("quantization", "cpu_quant", "margin"), [
-    ("4-bit", "auto", 1.0), ("4-bit", "weight_only", 1.0), ("8-bit", "weight_only", 1.10), ("8-bit", "auto", 1.10)])
+    ("4-bit", "auto", 1.0), ("4-bit", "weight_only", 1.0), ("8-bit", "weight_only", 1.10),
+    ("8-bit", "auto", 1.10)])  # fmt: skip
 def test_logit_error_against_bitsandbytes(engine_for, quantization, cpu_quant, margin):
     """Same twin weights, three prompts with images; error = mean of ‖logits − float32 logits‖ / ‖float32 logits‖.
 

@@ -1,9 +1,9 @@
 """4-bit group-quantized linear layers on PyTorch's own int4 weight-only kernels (the "tinygemm" kernels that torchao
 builds on): `aten._weight_int4pack_mm` on CUDA (sm80+, bfloat16), `aten._weight_int4pack_mm_for_cpu` on CPU; or, on CPUs
-with AVX512-VNNI or AVX2 and made `dynamic` (`cpu_quant auto`), on our int4 x int8 kernel in its own layout (vnni.py), which is
-faster at decode sizes. Checkpoints quantized with asymmetric per-group zero points (AWQ) run on them without being
-widened to 16 bit, so a 4-bit checkpoint stays ~4-bit in memory and decode reads a quarter of the bytes. Model-family
-neutral: a family loader hands over (q, zero points, scales) per layer, rows = output features.
+with AVX512-VNNI or AVX2 and made `dynamic` (`cpu_quant auto`), on our int4 x int8 kernel in its own layout (vnni.py),
+which is faster at decode sizes. Checkpoints quantized with asymmetric per-group zero points (AWQ) run on them without
+being widened to 16 bit, so a 4-bit checkpoint stays ~4-bit in memory and decode reads a quarter of the bytes.
+Model-family neutral: a family loader hands over (q, zero points, scales) per layer, rows = output features.
 
 tinygemm dequantizes w = (q - 8) * scale + zero with a *float* zero per (group, column); an integer zero point z
 (w = (q - z) * scale) is the same weight with zero = (8 - z) * scale. `Int4Linear.quantize` makes such a layer from
@@ -11,18 +11,17 @@ a 16-bit weight (the `4-bit` quantization on CPU): per group, the 16 levels span
 an integer zero point could only round to.
 
 On CPU the kernels are fast at one row and slow at prefill sizes, so, where the CPU multiplies bfloat16 natively
-(vnni.native_bf16: AVX512-BF16 or AMX; elsewhere the kernels are much faster than a 16-bit product at every size),
-from WIDEN_ROWS rows on the weight is widened to 16 bit for that call (the kernel's packing is undone with a few tensor ops, ~0.5 s for the 1B's decoder) and
-multiplied by the 16-bit library: measured over the 1B's decoder, 300 rows 0.95 s against the kernel's 1.26 s,
-1,024 rows 2.2 s against 4.3 s (200 rows is about even). While prefills run, the widened weights can be held
-(`PrefillWidening`, launch option `int4_prefill_16bit`): then every prefill-sized product (PREFILL_ROWS rows and
-up, i.e. every full prompt chunk) is a 16-bit product, ~2.5x faster than the kernel at 128 rows, for one widening
-per run of prefills, at the cost of the 16-bit copy's memory until the prefills are done. Which product a call
-uses depends on its row count and the launch options only, never on timing, so a prompt's K/V are the same bits
-however its prefill was scheduled. Tried and dropped: ZenDNN's weight-only int4 product
-(`zentorch_woq_linear`) on a copy repacked per call gave wrong results from the second call on (zentorch caches
-reordered weights by address, and a freed temporary's address comes back); a persistent repacked copy would double
-the layer's memory.
+(vnni.native_bf16: AVX512-BF16 or AMX; elsewhere the kernels are much faster than a 16-bit product at every size), from
+WIDEN_ROWS rows on the weight is widened to 16 bit for that call (the kernel's packing is undone with a few tensor ops,
+~0.5 s for the 1B's decoder) and multiplied by the 16-bit library: measured over the 1B's decoder, 300 rows 0.95 s
+against the kernel's 1.26 s, 1,024 rows 2.2 s against 4.3 s (200 rows is about even). While prefills run, the widened
+weights can be held (`PrefillWidening`, launch option `int4_prefill_16bit`): then every prefill-sized product
+(PREFILL_ROWS rows and up, i.e. every full prompt chunk) is a 16-bit product, ~2.5x faster than the kernel at 128 rows,
+for one widening per run of prefills, at the cost of the 16-bit copy's memory until the prefills are done. Which product
+a call uses depends on its row count and the launch options only, never on timing, so a prompt's K/V are the same bits
+however its prefill was scheduled. Tried and dropped: ZenDNN's weight-only int4 product (`zentorch_woq_linear`) on a
+copy repacked per call gave wrong results from the second call on (zentorch caches reordered weights by address, and a
+freed temporary's address comes back); a persistent repacked copy would double the layer's memory.
 """
 
 from __future__ import annotations

@@ -2,9 +2,10 @@
 bitsandbytes' LLM.int8 holds them, on one of three kernels chosen at load:
 
 * `vnni` (CPUs with AVX512-VNNI or AVX2, bfloat16): our int8 x int8 kernel (vnni.py), which quantizes each
-  activation row to int8 per group of 64 values (as llama.cpp's q8_0; finer than ZenDNN's one scale per row, so
+  activation row to int8 per group of 32 values (as llama.cpp's q8_0; finer than ZenDNN's one scale per row, so
   less error) and sums integer products in int32; at every row count (no 16-bit widening for prefills). Where a
-  layer's shape does not fit it (features not multiples of 16 / 64), that layer takes the next kernel.
+  layer's shape does not fit it (output features not a multiple of 16, inputs not of 32: the 151,655-row lm_head
+  of `quantize_lm_head`), that layer takes the next kernel.
 * `zendnn` (AMD CPUs with zentorch, bfloat16): `zentorch_dynamic_qlinear`, which quantizes each activation row to
   int8 at run time (its own scale per row, so a row's result does not depend on the others) and multiplies on the
   CPU's int8 dot-product units (VNNI). Like LLM.int8 without its outlier columns.
@@ -13,8 +14,8 @@ bitsandbytes' LLM.int8 holds them, on one of three kernels chosen at load:
   the product, which costs one pass over the weight (~70 ms for the 1B's decoder) and is much faster than the
   kernel there.
 
-Measured on the 2-core AMD EPYC machine with AVX512 (before the `vnni` kernel), the 1B architecture's 24 decoder layers (q/k/v and gate/up fused), weights
-streamed from memory (each layer different, as in a decode step):
+Measured on the 2-core AMD EPYC machine with AVX512 (before the `vnni` kernel), the 1B architecture's 24 decoder
+layers (q/k/v and gate/up fused), weights streamed from memory (each layer different, as in a decode step):
 
 | rows | bf16 (ZenDNN) | int8 `zendnn` | int8 `torch` | int4 (int4.py) |
 |---|---|---|---|---|
@@ -61,7 +62,8 @@ def quantize(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 def kernel_for(dtype: torch.dtype, dynamic: bool = True, shape: tuple[int, int] | None = None) -> Kernel:
     """Where activations may be quantized (`dynamic`) and the model is bfloat16: `vnni` where it is available here
     (and takes `shape`, [out, in], when given), else `zendnn` where usable; else `torch`."""
-    if dynamic and dtype == torch.bfloat16 and vnni.unavailable() is None and (shape is None or vnni.usable_int8(*shape)):
+    ours = vnni.unavailable() is None and (shape is None or vnni.usable_int8(*shape))
+    if dynamic and dtype == torch.bfloat16 and ours:
         return "vnni"
     return "zendnn" if dynamic and zendnn.available(dtype) and _dynamic_usable() else "torch"
 

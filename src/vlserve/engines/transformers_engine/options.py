@@ -47,10 +47,10 @@ class EngineOptions(LaunchOptionsBase):
     cpu_gemm: CpuGemm = Field("auto", description="Library for 16-bit linears on CPU (cpu_linears.py).")
     cpu_quant: CpuQuant = Field(
         "auto", description="Kernels of 8-bit/4-bit on CPU, quantized at load (weight_only.py): auto (vlserve's "
-        "int8 x int8 and int4 x int8 kernels, activations quantized to int8 per group of 64, on CPUs with "
-        "AVX512-VNNI or AVX2, fastest; else for 8-bit ZenDNN's int8 product with activations quantized per row "
-        "where usable; else weight-only), weight_only (torch's int8/int4 kernels, activations stay 16-bit), bitsandbytes (slow on "
-        "CPU; 8-bit/4-bit only). GPUs always use bitsandbytes.")
+        "int8 x int8 and int4 x int8 kernels, activations quantized to int8 per group, on CPUs with AVX512-VNNI "
+        "or AVX2, fastest; else for 8-bit ZenDNN's int8 product with activations quantized per row where usable; "
+        "else weight-only), weight_only (torch's int8/int4 kernels, activations stay 16-bit), bitsandbytes (slow "
+        "on CPU; 8-bit/4-bit only). GPUs always use bitsandbytes.")
     int4_group_size: Literal[32, 64, 128, 256] = Field(
         64, description="4-bit on CPU: input features per int4 group (smaller: more accurate and more memory; the "
         "kernel's speed is the same for all four). 64 is more accurate than bitsandbytes' NF4.")

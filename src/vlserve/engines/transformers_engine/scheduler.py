@@ -10,11 +10,11 @@ Failures stay as small as they can: a prefill, a sampling or a detokenizing erro
 in the shared forward pass fails the requests of that batch, and the loop goes on. If the thread itself dies (a
 BaseException), `failure` says why, every request in flight fails with `EngineDead`, and new ones are refused.
 
-An idle loop parks: once nothing has been running or waiting for IDLE_PARK_S (50 ms), its thread ends, and the next request
-starts a new one. A thread that ran torch ops keeps an OpenMP team until it exits, and with more OpenMP threads than
-cores libgomp makes every team sleep after each parallel region (engines/threads.py): an idle model loaded beside
-a busy one slowed the busy one's decode by a third (full-size 1B `4-bit` on the 2-core machine: 28.7 tok/s alone,
-18-21 tok/s with a bf16 model resident and idle, back to 28.8 once the idle model's scheduler thread had ended).
+An idle loop parks: once nothing has been running or waiting for IDLE_PARK_S (50 ms), its thread ends, and the next
+request starts a new one. A thread that ran torch ops keeps an OpenMP team until it exits, and with more OpenMP threads
+than cores libgomp makes every team sleep after each parallel region (engines/threads.py): an idle model loaded beside a
+busy one slowed the busy one's decode by a third (full-size 1B `4-bit` on the 2-core machine: 28.7 tok/s alone, 18-21
+tok/s with a bf16 model resident and idle, back to 28.8 once the idle model's scheduler thread had ended).
 """
 
 from __future__ import annotations

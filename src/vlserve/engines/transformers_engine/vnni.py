@@ -57,7 +57,7 @@ ISAS = {  # instruction set -> (the CPU flags it needs, the compiler's flags for
 }  # fmt: skip
 BLOCK = 16  # output features per block (one 512-bit vector of float32)
 MAX_GROUP = 256
-INT8_GROUP = 32  # activation values per int8 scale in the int8 kernel, as llama.cpp's q8_0 (64: ~10% faster, 5% more error)
+INT8_GROUP = 32  # activation values per int8 scale in the int8 kernel, as llama.cpp's q8_0 (64: faster, 5% more error)
 
 
 def usable(out_features: int, in_features: int, group_size: int) -> bool:
