@@ -57,6 +57,11 @@ class VllmPool:
 
         key = (architecture, dtype or default_dtype(architecture), tuple(sorted(options.items())))
         if key != self.key:
+            if architecture.endswith("-AWQ"):
+                from vlserve.engines.vllm_engine.engine import awq_unavailable
+
+                if why_not := awq_unavailable():  # the engine refuses it (test_vllm_engine checks how)
+                    pytest.skip(f"vLLM AWQ: {why_not}")
             await self.close()
             engine = get_factory("vLLM").create(
                 resolved(architecture), model_dir, {**TEST_OPTIONS, "dtype": key[1], **options}

@@ -120,6 +120,21 @@ async def test_unload_goes_on_when_vllms_own_shutdown_hangs(monkeypatch, tmp_pat
         wedged.release.set()
 
 
+@pytest.mark.skipif(not HAVE_VLLM, reason="vLLM is not installed")
+async def test_awq_is_refused_naming_the_fix_where_vllm_has_no_kernel_for_it(monkeypatch, tmp_path):
+    """vLLM's CPU build has its AWQ kernel (cpu_gemm_wna16) in its AVX512 libraries only: on an AVX2 CPU its engine
+    core died at the first forward pass. The load refuses first, with a 4xx naming the engine that serves AWQ."""
+    from vlserve.engines import get_factory
+    from vlserve.engines.vllm_engine import engine as vllm_engine
+    from vlserve.errors import EngineUnavailable
+
+    monkeypatch.setattr(vllm_engine, "awq_unavailable", lambda: "no AWQ kernel for this CPU")
+    engine = get_factory("vLLM").create(resolved("InternVL2_5-8B-AWQ"), tmp_path, {})
+    with pytest.raises(EngineUnavailable, match="no AWQ kernel for this CPU; launch it with --model-engine Transformers"):
+        await engine.load()
+    assert engine.llm is None and EngineUnavailable.status_code < 500
+
+
 async def test_liveness_cancels_waiting_requests_once_the_engine_is_dead():
     """The engine's own check beside vLLM's: a request waiting on an engine whose core died is cancelled within a
     poll and the cancellation is recognised as the death (the engine raises EngineDead); one that comes after is

@@ -23,7 +23,7 @@ from vlserve.engines.threads import in_own_thread
 from vlserve.engines.vllm_engine.liveness import Liveness
 from vlserve.engines.vllm_engine.options import LaunchOptions
 from vlserve.engines.vllm_engine.requests import DeltaMaker, check_request, vllm_sampling
-from vlserve.errors import EngineDead, EngineError, InvalidRequest, ModelNotReady
+from vlserve.errors import EngineDead, EngineError, EngineUnavailable, InvalidRequest, ModelNotReady
 from vlserve.families import get_family
 
 if TYPE_CHECKING:
@@ -64,6 +64,10 @@ class VllmEngine:
         ensure_torchvision_importable()  # a venv without install-vllm.sh's .pth hook
         from vllm.v1.engine.async_llm import AsyncLLM
 
+        why_not = awq_unavailable() if self.resolved.quantization == "Int4" else None
+        if why_not:
+            raise EngineUnavailable(f"vLLM cannot serve {self.resolved.describe()} here: {why_not}; launch it with "
+                                    "--model-engine Transformers", param="model_engine")  # fmt: skip
         started = time.monotonic()
         self._workdir = Path(reaper.tempdir("vllm"))
         model_view = self.family.model_view(self.model_dir, self._workdir / "model")
@@ -239,6 +243,21 @@ def _request_error(request_id: str, exc: Exception) -> Exception:
     if type(cause).__name__ in ("VLLMClientError", "VLLMValidationError", "ValueError"):
         return InvalidRequest(f"vLLM refused request {request_id}: {cause}")
     return EngineError(f"generation failed for {request_id}: {cause}")
+
+
+def awq_unavailable() -> str | None:
+    """Why vLLM's AWQ kernel cannot run on this machine, or None. Its CPU build ships the kernel
+    (`cpu_gemm_wna16`) only in its AVX512 libraries: on an AVX2-only CPU the engine core died at the first forward
+    pass ("'_C' object has no attribute 'cpu_gemm_wna16'")."""
+    import torch
+    from vllm.platforms import current_platform
+
+    if not current_platform.is_cpu():
+        return None
+    current_platform.import_kernels()  # the library vLLM's workers load on this CPU
+    if hasattr(torch.ops._C, "cpu_gemm_wna16"):
+        return None
+    return "its CPU build has no AWQ kernel for this CPU (cpu_gemm_wna16 needs AVX512)"
 
 
 def _device_name() -> str:
