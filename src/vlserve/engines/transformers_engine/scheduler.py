@@ -34,12 +34,12 @@ from vlserve.engines.transformers_engine.guided import GuidedSequence, mask_rows
 from vlserve.engines.transformers_engine.kv_cache import SlotKVCache
 from vlserve.engines.transformers_engine.prefill import Prefill, PrefillTools
 from vlserve.engines.transformers_engine.sampler import SequenceSampler, choose_batch
-
-IDLE_PARK_S = 0.05  # idle this long, the loop's thread ends (see above); a new request starts another
 from vlserve.errors import EngineDead
 
 if TYPE_CHECKING:
     import torch
+
+IDLE_PARK_S = 0.05  # idle this long, the loop's thread ends (see above); a new request starts another
 
 log = logging.getLogger(__name__)
 Emit = Callable[[Delta | BaseException | None], None]  # None: the request is complete

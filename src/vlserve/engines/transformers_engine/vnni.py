@@ -55,7 +55,7 @@ ISAS = {  # instruction set -> (the CPU flags it needs, the compiler's flags for
                ("-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512vnni", "-mavx512bf16", "-mfma")),
     "avx2": (("avx2", "fma"), ("-mavx2", "-mfma")),
 }  # fmt: skip
-BLOCK = 16  # output features per block (one 512-bit vector of float32)
+BLOCK = 16  # output features per block (one AVX512 vector of float32, two AVX2 ones)
 MAX_GROUP = 256
 INT8_GROUP = 32  # activation values per int8 scale in the int8 kernel, as llama.cpp's q8_0 (64: faster, 5% more error)
 
