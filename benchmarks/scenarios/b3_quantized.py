@@ -15,7 +15,7 @@ and against llama.cpp on the same architecture (issue #18). One engine at a time
   bfloat16 product is emulated (the 1B decoder's 24 layers take 4.4 s at 128 rows, int8.py's table), so the bf16
   baseline's image prefills take minutes per wave; the report says so instead of measuring them.
 - AWQ `Int4` on CPU (reported, no target): batch-1 decode tok/s of the full-size 4B-AWQ architecture (the smallest
-  AWQ spec; its 3B language model on torch's int4 kernels), full profile only.
+  AWQ spec; its 3B language model on the int4 kernels), full profile only.
 - B5: vlserve's batch-1 decode against llama.cpp's (`llama-bench` tg, 2 threads) on the language model converted by
   llama.cpp's own converter: bf16 vs bf16, 8-bit vs q8_0, 4-bit vs q4_0 (target ≥ 1.0×, reported); skipped with
   the reason where llama.cpp is not built (benchmarks/build_llama_cpp.sh).

@@ -24,8 +24,8 @@ layers (q/k/v and gate/up fused), weights streamed from memory (each layer diffe
 | 512 | 856 ms | 449 ms | 2,529 ms (kernel) | 2,188 ms (kernel) |
 
 On the 2-core AMD EPYC machine with AVX2 only (no AVX512, so no ZenDNN int8 and no native bfloat16 product), the
-same 24 layers: bf16 (torch) 38 ms at 1 row, 282 ms at 8, 4.4 s at 128; `vnni` (AVX2) 13 ms, 39 ms, 0.52 s;
-`torch` 28-35 ms at 1 row, 87 ms at 8.
+same 24 layers: bf16 (torch) 38 ms at 1 row, 280 ms at 8, 4.4 s at 128; `vnni` (AVX2) 12.6-13.5 ms, 40 ms,
+0.51 s; `torch` 28-35 ms at 1 row, 87 ms at 8.
 
 A single layer timed alone stays in cache and misleads (the `torch` kernel looks 2x faster than bfloat16 there).
 

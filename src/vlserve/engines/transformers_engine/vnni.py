@@ -14,9 +14,9 @@ vpmaddubsw + vpmaddwd on AVX2. Measured over those 24 layers:
 |---|---|---|---|---|---|
 | AMD EPYC, AVX512 | 1 | 31.8 ms (ZenDNN) | (ZenDNN int8: 11.5) | 6.8-7.6 ms | 10.5-10.9 ms |
 | AMD EPYC, AVX512 | 8 | 32.3 ms | (ZenDNN int8: 14.1) | 18 ms | 35 ms |
-| AMD EPYC, AVX2 only | 1 | 38 ms (torch) | 13 ms | 10.5 ms | 28-35 ms |
-| AMD EPYC, AVX2 only | 8 | 282 ms | 39 ms | 34 ms | 71 ms |
-| AMD EPYC, AVX2 only | 128 | 4.4 s | 0.52 s | 0.45 s | 1.2-1.7 s |
+| AMD EPYC, AVX2 only | 1 | 38 ms (torch) | 12.6-13.5 ms | 9.4-10.6 ms | 28-35 ms |
+| AMD EPYC, AVX2 only | 8 | 278-282 ms | 39-41 ms | 32-34 ms | 71 ms |
+| AMD EPYC, AVX2 only | 128 | 4.4 s | 0.51 s | 0.39-0.45 s | 1.2-1.7 s |
 
 No library ships such kernels for x86 here: ZenDNN's weight-only int4 product rejects its arguments, its int8
 product needs AVX512-VNNI ("cannot perform s8s8s32 gemm" on AVX2), torchao's x86 wheels carry no CPU kernels.
@@ -141,7 +141,7 @@ def mm_int8(x: torch.Tensor, packed: torch.Tensor, scales: torch.Tensor) -> torc
 def native_bf16() -> bool:
     """Whether this CPU multiplies bfloat16 natively (AVX512-BF16 or AMX), so that a prefill-sized product is faster
     on a widened 16-bit weight than on these kernels. Without it (AVX2 CPUs) torch's bfloat16 product is ~8x slower
-    than the int8 kernel at 128 rows (int8.py's table), so quantized layers never widen there."""
+    than the int8 kernel at 128 rows (the table above), so quantized layers never widen there."""
     return bool({"avx512_bf16", "amx_bf16"} & _cpu_flags())
 
 

@@ -17,7 +17,7 @@ CPU kernels (`cpu_quant auto`, the default, or `weight_only`):
 Why these: measured on the 2-core AMD EPYC machines, the 1B's 24 decoder layers, weights streamed from memory
 (tables in int8.py and vnni.py). With AVX512, at one row bfloat16 takes 31.8 ms, int8 on ZenDNN 11.5 ms, int4 on
 PyTorch's kernel 10.5-11.9 ms and on ours 6.8-7.6 ms. With AVX2 only (no native bfloat16, no ZenDNN int8),
-bfloat16 takes 38 ms, our int8 13 ms and int4 10.5 ms, PyTorch's int8 / int4 28-35 ms. bitsandbytes' LLM.int8 /
+bfloat16 takes 38 ms, our int8 13 ms and int4 10 ms, PyTorch's int8 / int4 28-35 ms. bitsandbytes' LLM.int8 /
 NF4 CPU paths are ~8x / ~3x slower than bfloat16 (the issue's figures). Every kernel used is batch-invariant below
 int8.PREFILL_ROWS rows (ours at every size: a row's result does not depend on the other rows; tests check 1/2/4/9
 rows), as the bfloat16 path is.
