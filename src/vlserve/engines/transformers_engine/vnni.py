@@ -96,15 +96,7 @@ def widen(packed: torch.Tensor, scales_mins: torch.Tensor, dtype: torch.dtype) -
 
 def mm(x: torch.Tensor, packed: torch.Tensor, scales_mins: torch.Tensor, group_size: int) -> torch.Tensor:
     """x [M, K] bfloat16 -> y [M, N] bfloat16."""
-    lib = _library()[0]
-    x = x.contiguous()
-    rows, k = x.shape
-    n = packed.shape[0] * BLOCK
-    y = torch.empty(rows, n, dtype=torch.bfloat16)
-    if rows and lib.int4_vnni_mm(x.data_ptr(), rows, k, group_size, packed.data_ptr(), scales_mins.data_ptr(), n,
-                                 y.data_ptr(), torch.get_num_threads()):  # fmt: skip
-        raise MemoryError("int4 kernel: no memory for the activations' int8 copy")
-    return y
+    return _product("int4", x, packed, scales_mins, group_size)
 
 
 def usable_int8(out_features: int, in_features: int) -> bool:
@@ -127,14 +119,19 @@ def unpack_int8(packed: torch.Tensor) -> torch.Tensor:
 
 def mm_int8(x: torch.Tensor, packed: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
     """x [M, K] bfloat16, scales float32 [N] -> y [M, N] bfloat16."""
-    lib = _library()[0]
+    return _product("int8", x, packed, scales, INT8_GROUP)
+
+
+def _product(kind: str, x: torch.Tensor, packed: torch.Tensor, scales: torch.Tensor, group: int) -> torch.Tensor:
+    """The C kernel `{kind}_vnni_mm` of x (made contiguous) by a packed weight of packed.shape[0] output blocks."""
+    function = getattr(_library()[0], f"{kind}_vnni_mm")
     x = x.contiguous()
     rows, k = x.shape
     n = packed.shape[0] * BLOCK
     y = torch.empty(rows, n, dtype=torch.bfloat16)
-    if rows and lib.int8_vnni_mm(x.data_ptr(), rows, k, INT8_GROUP, packed.data_ptr(), scales.data_ptr(), n,
-                                 y.data_ptr(), torch.get_num_threads()):  # fmt: skip
-        raise MemoryError("int8 kernel: no memory for the activations' int8 copy")
+    if rows and function(x.data_ptr(), rows, k, group, packed.data_ptr(), scales.data_ptr(), n, y.data_ptr(),
+                         torch.get_num_threads()):  # fmt: skip
+        raise MemoryError(f"{kind} kernel: no memory for the activations' int8 copy")
     return y
 
 
