@@ -1,20 +1,22 @@
-"""The CPU linear libraries (bfloat16): oneDNN's packed and ZenDNN's reordered layers give F.linear's product, a
-row's result does not depend on the rows multiplied with it, only plain nn.Linear layers are replaced, a model on
-either gives the logits of the plain one, and `cpu_gemm` picks a usable library or says why it cannot."""
+"""The CPU linear libraries (bfloat16): oneDNN's packed and ZenDNN's reordered layers and the float32-prefill layer
+give F.linear's product (the last one: float32's from PREFILL_ROWS rows on), a row's result does not depend on the
+rows multiplied with it, only plain nn.Linear layers are replaced, a model on any gives the logits of the plain one,
+and `cpu_gemm` picks a usable library or says why it cannot."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from vlserve.engines.transformers_engine import cpu_linears, onednn, zendnn
+from vlserve.engines.transformers_engine import cpu_linears, float32_prefill, onednn, zendnn
 from vlserve.errors import InvalidRequest
 
 BF16 = torch.bfloat16
 NEEDS_ONEDNN = pytest.mark.skipif(not onednn.available(BF16), reason="torch without oneDNN bf16")
 NEEDS_ZENDNN = pytest.mark.skipif(not zendnn.available(BF16), reason="ZenDNN needs an AMD CPU and zentorch for this torch")
 LIBRARIES = [pytest.param(onednn.PackedLinear, marks=NEEDS_ONEDNN, id="onednn"),
-             pytest.param(zendnn.ZenLinear, marks=NEEDS_ZENDNN, id="zendnn")]  # fmt: skip
+             pytest.param(zendnn.ZenLinear, marks=NEEDS_ZENDNN, id="zendnn"),
+             pytest.param(float32_prefill.Float32PrefillLinear, id="float32")]  # runs on any CPU  # fmt: skip
 
 
 @pytest.mark.parametrize("make", LIBRARIES)
@@ -41,6 +43,40 @@ def test_a_rows_result_does_not_depend_on_the_batch(make, features):
         for rows in (1, 2, 4):
             assert torch.equal(layer(x[:rows]), batched[:rows])
         assert torch.equal(layer(x[None, 3:4]), batched[None, 3:4])
+
+
+@pytest.mark.parametrize("shape", [(128, 96), (2, 70, 96), (300, 96)])
+@pytest.mark.parametrize("bias", [True, False])
+def test_prefill_sized_products_are_float32s_rounded_to_bfloat16(monkeypatch, shape, bias):
+    """From PREFILL_ROWS rows on: the float32 product of the bfloat16 values, made in slices of output features
+    (here 7 slices of 24 and one of 4), rounded once to bfloat16."""
+    monkeypatch.setattr(float32_prefill, "SLICE_BYTES", 24 * 4 * 96)
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(96, 172, bias=bias, dtype=BF16)
+    layer = float32_prefill.Float32PrefillLinear(linear)
+    assert layer.slice_rows == 24
+    x = torch.randn(*shape, dtype=BF16)
+    with torch.inference_mode():
+        got = layer(x)
+        bias32 = None if linear.bias is None else linear.bias.float()
+        expected = torch.nn.functional.linear(x.float(), linear.weight.float(), bias32).to(BF16)
+    assert got.shape == expected.shape and got.dtype == BF16
+    torch.testing.assert_close(got, expected, rtol=0.008, atol=1e-5)  # at most a last-bit rounding difference
+
+
+@pytest.mark.parametrize("decode_rows", [1, 8, 40])
+def test_decode_sized_products_stay_bfloat16s(decode_rows):
+    """Every product of up to max_batch_size rows (and of fewer than MIN_ROWS) is torch's bfloat16 product."""
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(96, 160, dtype=BF16)
+    layer = float32_prefill.Float32PrefillLinear(linear, decode_rows=decode_rows)
+    bf16_rows = max(float32_prefill.MIN_ROWS - 1, decode_rows)
+    assert layer.rows_from == bf16_rows + 1
+    x = torch.randn(bf16_rows + 1, 96, dtype=BF16)
+    with torch.inference_mode():
+        assert torch.equal(layer(x[:bf16_rows]), linear(x[:bf16_rows]))
+        widened = torch.nn.functional.linear(x.float(), linear.weight.float(), linear.bias.float()).to(BF16)
+        torch.testing.assert_close(layer(x), widened, rtol=0.008, atol=1e-5)
 
 
 @NEEDS_ZENDNN
@@ -70,7 +106,8 @@ def test_only_plain_linears_are_replaced():
 
 
 def test_cpu_gemm_picks_a_usable_library_or_says_why_not():
-    expected = "zendnn" if zendnn.available(BF16) else "onednn" if onednn.available(BF16) else "torch"
+    expected = next((name for name, usable in (("zendnn", zendnn.available), ("onednn", onednn.available),
+                                                ("float32", float32_prefill.available)) if usable(BF16)), "torch")
     assert cpu_linears.pick(BF16) == expected
     assert cpu_linears.pick(torch.float32) == "torch"  # float32 models keep F.linear
     assert cpu_linears.pick(BF16, "torch") == "torch"
@@ -79,16 +116,18 @@ def test_cpu_gemm_picks_a_usable_library_or_says_why_not():
     assert refused.value.param == "cpu_gemm"
 
 
-@pytest.mark.parametrize("library", [pytest.param("onednn", marks=NEEDS_ONEDNN), pytest.param("zendnn", marks=NEEDS_ZENDNN)])
+@pytest.mark.parametrize("library", [pytest.param("onednn", marks=NEEDS_ONEDNN), pytest.param("zendnn", marks=NEEDS_ZENDNN),
+                                     "float32"])  # fmt: skip
 def test_a_prepared_model_gives_the_plain_models_logits(twin_dir, library):
     from vlserve.families.internvl2_5 import loader
 
     folder = twin_dir("InternVL2_5-1B")
     plain = loader.load_model(folder, dtype=BF16)
     prepared = loader.load_model(folder, dtype=BF16)
-    cpu_linears.prepare(prepared, cpu_linears.pick(BF16, library))
+    cpu_linears.prepare(prepared, library, decode_rows=8)  # usable here: the marks skip the others
     kinds = {type(m) for m in prepared.modules()}
-    assert torch.nn.Linear not in kinds and {"onednn": onednn.PackedLinear, "zendnn": zendnn.ZenLinear}[library] in kinds
+    layers = {"onednn": onednn.PackedLinear, "zendnn": zendnn.ZenLinear, "float32": float32_prefill.Float32PrefillLinear}
+    assert torch.nn.Linear not in kinds and layers[library] in kinds
     ids = torch.tensor([[1, 2, 3] + [plain.config.image_token_id] * 256 + [4, 5]])
     pixels = torch.randn(1, 3, 448, 448, generator=torch.Generator().manual_seed(0)).to(BF16)
     with torch.inference_mode():

@@ -17,7 +17,7 @@ def _load(twin_dir, architecture, dtype):
     from vlserve.families.internvl2_5 import loader
 
     model = loader.load_model(twin_dir(architecture), dtype=dtype)
-    cpu_linears.prepare(model, cpu_linears.pick(dtype))  # fused + reordered in bf16, as the engine does on a CPU
+    cpu_linears.prepare(model, cpu_linears.pick(dtype), decode_rows=8)  # fused + reordered, as the engine does on a CPU
     from vlserve.engines.transformers_engine.attention import register
 
     model.config.get_text_config()._attn_implementation = register()

@@ -364,7 +364,7 @@ def test_unknown_option_names_the_valid_ones(twin_dir, resolve_spec):
         get_factory("Transformers").create(resolve_spec("InternVL2_5-1B"), twin_dir("InternVL2_5-1B"), {"bogus": 1})
     with pytest.raises(InvalidRequest, match="dtype"):
         get_factory("Transformers").create(resolve_spec("InternVL2_5-1B"), twin_dir("InternVL2_5-1B"), {"dtype": "int3"})
-    with pytest.raises(InvalidRequest, match="use one of auto, zendnn, onednn, torch"):
+    with pytest.raises(InvalidRequest, match="use one of auto, zendnn, onednn, float32, torch"):
         get_factory("Transformers").create(resolve_spec("InternVL2_5-1B"), twin_dir("InternVL2_5-1B"), {"cpu_gemm": "mkl"})
 
 

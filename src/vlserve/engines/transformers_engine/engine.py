@@ -76,7 +76,7 @@ class TransformersEngine:
         model = pl.dispatch(model, device_map)
         kernels = self._quantize(model, where)
         if cpu_gemm is not None:
-            cpu_linears.prepare(model, cpu_gemm)
+            cpu_linears.prepare(model, cpu_gemm, decode_rows=opts.max_batch_size)
         widening = self._prefill_widening(model)
         parts = _model_parts(model, _letting_go(widening) if widening is not None else None)
         model.config.get_text_config()._attn_implementation = register()

@@ -9,7 +9,7 @@ from pydantic import BeforeValidator, Field, field_validator
 from vlserve.engines.options import LaunchOptionsBase, dtype_name
 
 Dtype = Literal["bfloat16", "float16", "float32"]
-CpuGemm = Literal["auto", "zendnn", "onednn", "torch"]  # see cpu_linears.py
+CpuGemm = Literal["auto", "zendnn", "onednn", "float32", "torch"]  # see cpu_linears.py
 CpuQuant = Literal["auto", "weight_only", "bitsandbytes"]  # see weight_only.py
 OnOff = Literal["auto", "on", "off"]
 
@@ -44,7 +44,11 @@ class EngineOptions(LaunchOptionsBase):
     max_batch_size: Annotated[int, _whole(1)] = Field(8, description="Sequences decoded together (one forward a step).")
     max_model_len: Annotated[int, _whole(16)] = Field(16384, description="Prompt + output tokens per sequence.")
     num_threads: Annotated[int | None, _whole(1)] = Field(None, description="torch threads on CPU; unset: torch's.")
-    cpu_gemm: CpuGemm = Field("auto", description="Library for 16-bit linears on CPU (cpu_linears.py).")
+    cpu_gemm: CpuGemm = Field(
+        "auto", description="Library for 16-bit linears on CPU (cpu_linears.py). auto: ZenDNN on AMD CPUs, else "
+        "oneDNN, else (a CPU without native bfloat16, e.g. AVX2 only) float32: products of more rows than a decode "
+        "step and at least 16 (prompt chunks, image tiles) in float32, decode steps in bfloat16; else torch's "
+        "F.linear.")
     cpu_quant: CpuQuant = Field(
         "auto", description="Kernels of 8-bit/4-bit on CPU, quantized at load (weight_only.py): auto (vlserve's "
         "int8 x int8 and int4 x int8 kernels, activations quantized to int8 per group, on CPUs with AVX512-VNNI "
