@@ -11,9 +11,8 @@ and against llama.cpp on the same architecture (issue #18). One engine at a time
 - B4: aggregate output tok/s of P2's workload (8 concurrent requests, one 1-tile image each), quantized / bf16
   (target ≥ 1.0× each).
 - TTFT of a 13-tile image, quantized / bf16 (target ≤ 1.15×; full profile only).
-- B4 and TTFT only where the CPU multiplies bfloat16 natively (AVX512-BF16 or AMX): on an AVX2-only CPU torch's
-  bfloat16 product is emulated (the 1B decoder's 24 layers take 4.4 s at 128 rows, int8.py's table), so the bf16
-  baseline's image prefills take minutes per wave; the report says so instead of measuring them.
+- On a CPU without a native bfloat16 product (AVX2 only) the bf16 baseline's prefills (image tiles, prompt chunks)
+  run in float32 (`cpu_gemm auto` picks float32_prefill.py there), as they do for any user on such a CPU.
 - AWQ `Int4` on CPU (reported, no target): batch-1 decode tok/s of the full-size 4B-AWQ architecture (the smallest
   AWQ spec; its 3B language model on the int4 kernels), full profile only.
 - B5: vlserve's batch-1 decode against llama.cpp's (`llama-bench` tg, 2 threads) on the language model converted by
@@ -50,14 +49,13 @@ def run(ctx: Context) -> ScenarioResult:
     cfg, model = ctx.config, models.full_size(ctx.work_dir)
     result = ScenarioResult(ID, TITLE, BASELINE)
     decode, batch8, ttft, kernels = {}, {}, {}, {}  # per measure: label -> (its samples, bf16's beside them)
-    prompts = _prompt_measures(result)
     with InProcessEngine(model, "none") as bf16:
         kernels["bf16"] = bf16.info.extra.get("cpu_gemm")
         for label, quantization, options in VARIANTS:
             with InProcessEngine(model, quantization, **options) as engine:
                 kernels[label] = engine.info.extra.get("quant_kernels") or engine.info.extra.get("cpu_gemm")
                 decode[label] = _paired(cfg, engine, bf16, _decode(cfg))
-                if label not in DECODE_ONLY and prompts:
+                if label not in DECODE_ONLY:
                     batch8[label] = _paired(cfg, engine, bf16, _batch8(cfg))
                     if not cfg.quick:
                         ttft[label] = _paired(cfg, engine, bf16, _ttft)
@@ -92,18 +90,6 @@ def run(ctx: Context) -> ScenarioResult:
 
 
 Measure = Callable[[InProcessEngine], float]
-
-
-def _prompt_measures(result: ScenarioResult) -> bool:
-    """Whether B4 and the TTFT are measured here (see the module doc); the report says why not."""
-    from vlserve.engines.transformers_engine import vnni
-
-    if vnni.native_bf16():
-        return True
-    result.notes.append("B4 and 13-tile TTFT not measured: this CPU has no native bfloat16 product (no AVX512-BF16 "
-                        "or AMX), so the bf16 baseline's image prefills take minutes per wave (the 1B decoder's 24 "
-                        "layers: 4.4 s at 128 rows in bf16, 0.45-0.52 s on the int4/int8 kernels)")  # fmt: skip
-    return False
 
 
 def _paired(cfg, engine: InProcessEngine, bf16: InProcessEngine, measure: Measure) -> tuple[list[float], list[float]]:
