@@ -1,5 +1,5 @@
 """The CPU linear libraries (bfloat16): oneDNN's packed and ZenDNN's reordered layers and the float32-prefill layer
-give F.linear's product (the last one: float32's from PREFILL_ROWS rows on), a row's result does not depend on the
+give F.linear's product (the last one: float32's for products larger than a decode step), a row's result does not depend on the
 rows multiplied with it, only plain nn.Linear layers are replaced, a model on any gives the logits of the plain one,
 and `cpu_gemm` picks a usable library or says why it cannot."""
 
@@ -48,8 +48,8 @@ def test_a_rows_result_does_not_depend_on_the_batch(make, features):
 @pytest.mark.parametrize("shape", [(128, 96), (2, 70, 96), (300, 96)])
 @pytest.mark.parametrize("bias", [True, False])
 def test_prefill_sized_products_are_float32s_rounded_to_bfloat16(monkeypatch, shape, bias):
-    """From PREFILL_ROWS rows on: the float32 product of the bfloat16 values, made in slices of output features
-    (here 7 slices of 24 and one of 4), rounded once to bfloat16."""
+    """Prompt-chunk sizes: the float32 product of the bfloat16 values, made in slices of output features (here 7
+    slices of 24 and one of 4), rounded once to bfloat16."""
     monkeypatch.setattr(float32_prefill, "SLICE_BYTES", 24 * 4 * 96)
     torch.manual_seed(0)
     linear = torch.nn.Linear(96, 172, bias=bias, dtype=BF16)
@@ -106,11 +106,15 @@ def test_only_plain_linears_are_replaced():
 
 
 def test_cpu_gemm_picks_a_usable_library_or_says_why_not():
-    expected = next((name for name, usable in (("zendnn", zendnn.available), ("onednn", onednn.available),
-                                                ("float32", float32_prefill.available)) if usable(BF16)), "torch")
+    expected = "zendnn" if zendnn.available(BF16) else "onednn" if onednn.available(BF16) else "torch"
     assert cpu_linears.pick(BF16) == expected
     assert cpu_linears.pick(torch.float32) == "torch"  # float32 models keep F.linear
     assert cpu_linears.pick(BF16, "torch") == "torch"
+    if float32_prefill.available(BF16):  # by name only, never auto's choice (float32_prefill.py says why)
+        assert cpu_linears.pick(BF16, "float32") == "float32"
+    else:
+        with pytest.raises(InvalidRequest, match="cpu_gemm float32 is not usable here"):
+            cpu_linears.pick(BF16, "float32")
     with pytest.raises(InvalidRequest, match="cpu_gemm zendnn is not usable here") as refused:
         cpu_linears.pick(torch.float32, "zendnn")
     assert refused.value.param == "cpu_gemm"

@@ -338,10 +338,12 @@ async def test_bitsandbytes_quantization_loads_and_answers(engine_for, quantizat
     expected = bnb.nn.Linear8bitLt if quantization == "8-bit" else bnb.nn.Linear4bit
     assert isinstance(layer.self_attn.q_proj, expected) and isinstance(layer.mlp.down_proj, expected)
     from vlserve.engines.transformers_engine import cpu_linears
+    from vlserve.engines.transformers_engine.float32_prefill import Float32PrefillLinear
     from vlserve.engines.transformers_engine.onednn import PackedLinear
     from vlserve.engines.transformers_engine.zendnn import ZenLinear
 
-    assert type(engine.model.lm_head) in (torch.nn.Linear, PackedLinear, ZenLinear)  # head and vision stay 16-bit
+    sixteen_bit = (torch.nn.Linear, PackedLinear, ZenLinear, Float32PrefillLinear)
+    assert type(engine.model.lm_head) in sixteen_bit  # head and vision stay 16-bit
     assert engine.info.extra["cpu_gemm"] == cpu_linears.pick(torch.bfloat16)
     deltas = await answer(engine, ask("Hi", image(13)), SamplingParams(max_tokens=4, ignore_eos=True))
     assert deltas[-1].finish_reason == "length" and deltas[-1].completion_tokens == 4
