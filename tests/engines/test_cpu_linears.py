@@ -1,7 +1,7 @@
 """The CPU linear libraries (bfloat16): oneDNN's packed and ZenDNN's reordered layers and the float32-prefill layer
-give F.linear's product (the last one: float32's for products larger than a decode step), a row's result does not depend on the
-rows multiplied with it, only plain nn.Linear layers are replaced, a model on any gives the logits of the plain one,
-and `cpu_gemm` picks a usable library or says why it cannot."""
+give F.linear's product (the last one: float32's for products larger than a decode step), a row's result does not
+depend on the rows multiplied with it, only plain nn.Linear layers are replaced, a model on any gives the logits of
+the plain one, and `cpu_gemm` picks a usable library or says why it cannot."""
 
 from __future__ import annotations
 

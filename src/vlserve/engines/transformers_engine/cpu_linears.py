@@ -3,7 +3,8 @@
 `auto` takes the first that works here: ZenDNN on AMD CPUs (zendnn.py), else oneDNN (onednn.py), else torch's own
 `F.linear`. `float32` (float32_prefill.py: prompt chunks and image tiles in float32 on CPUs that do not multiply
 bfloat16 natively) is chosen by name only, for now (see its module doc). Each library gets q/k/v and gate/up fused
-into one product each first (fused.py) and its weights reordered once. Only plain `nn.Linear` layers are replaced: bitsandbytes' and int4 layers keep their kernels.
+into one product each first (fused.py) and its weights reordered once. Only plain `nn.Linear` layers are replaced:
+bitsandbytes' and int4 layers keep their kernels.
 """
 
 from __future__ import annotations
