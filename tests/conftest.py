@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 
 @dataclass(frozen=True)
 class RayCluster:
-    cluster: Any  # ray.cluster_utils.Cluster
     head_id: str
     second_id: str  # the second node; it alone has the custom resource SECOND_NODE
     tmpdir: str
@@ -36,7 +37,8 @@ def _require_ray() -> None:
 @pytest.fixture(scope="module")
 def ray_cluster() -> RayCluster:
     """Two Ray nodes in this machine (2 logical CPUs each), the driver connected; everything on loopback, Ray's
-    files in a temporary folder, no usage stats, no auth token in the home folder. Shut down after the module."""
+    files in a temporary folder, no usage stats, no auth token in the home folder. Shut down after the module.
+    The nodes run under a fresh process (tests/ray_cluster_main.py says why), with this process's Ray environment."""
     _require_ray()
     home_token = Path.home() / ".ray" / "auth_token"
     home_token_before = home_token.exists()
@@ -46,14 +48,39 @@ def ray_cluster() -> RayCluster:
 
     env.prepare(local=True)
     import ray
-    from ray.cluster_utils import Cluster
 
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "include_dashboard": False})
-    second = cluster.add_node(num_cpus=2, resources={SECOND_NODE: 1})
-    ray.init(address=cluster.address, namespace="vlserve-tests", log_to_driver=False)
+    nodes = _start_nodes()
     try:
-        yield RayCluster(cluster, cluster.head_node.node_id, second.node_id, tmpdir, home_token_before)
+        up = _read_up_line(nodes)
+        ray.init(address=up["address"], namespace="vlserve-tests", log_to_driver=False)
+        try:
+            yield RayCluster(up["head_id"], up["second_id"], tmpdir, home_token_before)
+        finally:
+            ray.shutdown()
     finally:
-        ray.shutdown()
-        cluster.shutdown()
+        _stop_nodes(nodes)
         shutil.rmtree(tmpdir, ignore_errors=True)
+
+
+def _start_nodes() -> subprocess.Popen:
+    main = Path(__file__).with_name("ray_cluster_main.py")
+    return subprocess.Popen([sys.executable, str(main), SECOND_NODE], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            text=True)  # stderr: the test's own, where Ray's start-up messages belong
+
+
+def _read_up_line(nodes: subprocess.Popen) -> dict[str, str]:
+    """The line the node process prints once both nodes are up (after whatever else Ray prints to standard output);
+    the process failing to start fails the fixture at once."""
+    for line in nodes.stdout:  # a hang here ends at pytest-timeout, with every thread's stack printed
+        if line.startswith('{"address"'):
+            return json.loads(line)
+    raise RuntimeError(f"the Ray node process exited ({nodes.wait()}) before both nodes were up; see its stderr")
+
+
+def _stop_nodes(nodes: subprocess.Popen) -> None:
+    nodes.stdin.close()  # the process shuts the cluster down and exits
+    try:
+        nodes.wait(timeout=120)
+    except subprocess.TimeoutExpired:
+        nodes.kill()
+        nodes.wait()
