@@ -2,13 +2,17 @@
 
 Decode steps (one query token per sequence, an explicit [B, 1, 1, L] mask from the slot cache) use grouped-query
 attention by reshaping the queries onto their KV heads, so K/V are never repeated per query head (transformers'
-SDPA path copies them `heads/kv_heads` times whenever a mask is given). A single sequence's step hands the grouped
-queries to torch's fused SDPA kernel (measured on the 2-core machine, 1B shapes: 17-21 µs per layer at a context of
-70 against 107 µs for two bf16 matmuls + softmax; equal at 4,000); batches keep the matmuls, which the fused
-kernel's masked path loses to from a few hundred tokens of context on (B=8: 301 vs 244 µs at 600). On CPU,
-prefill chunks that continue a cached prefix (several queries, a mask) give SDPA the K/V heads as they are
-(`enable_gqa`); on a GPU they keep transformers' path (which notes that CUDA's SDPA, given a mask and shared
-heads, falls back to its math kernel). Everything else (a prompt's first chunk, vision) goes to transformers'
+SDPA path copies them `heads/kv_heads` times whenever a mask is given). On CPU every sequence's grouped queries go
+to torch's fused SDPA kernel over its own keys only, one call per sequence, so a sequence's output has the same
+bits alone or in any batch (batched matmuls + softmax did not: bf16 rounds the probabilities, and the kernels
+differ). Measured on an AVX2-only 2-core EPYC, 1B shapes, bf16, per layer: B=1 the same (39-46 µs at a context of
+70, 96-97 at 600); B=8 316 µs at 70 and 577 at 600 against 850 and 5,900 for the batched matmuls, which run on
+emulated bf16 there (on an AVX512-bf16 machine they took 244 µs at 600). On an accelerator one sequence uses the
+fused kernel and a batch the matmuls, one launch each.
+
+On CPU, prefill chunks that continue a cached prefix (several queries, a mask) give SDPA the K/V heads as they are
+(`enable_gqa`); on a GPU they keep transformers' path (which notes that CUDA's SDPA, given a mask and shared heads,
+falls back to its math kernel). Everything else (a prompt's first chunk, vision) goes to transformers'
 own SDPA function unchanged.
 
 Masks: the name is registered with transformers' SDPA mask builder too, so a prefill chunk that continues a cached
@@ -59,19 +63,46 @@ def chunk_attention(query, key, value, mask, scaling):
     return out.transpose(1, 2).contiguous()
 
 
-def decode_attention(query, key, value, mask, scaling):
-    """query [B, H, 1, D], key/value [B, Hkv, L, D], bool mask [B, 1, 1, L] -> output [B, 1, H, D]."""
+def decode_attention(query, key, value, mask, scaling, rows=None):
+    """query [B, H, 1, D], key/value [B, Hkv, L, D], bool mask [B, 1, 1, L] -> output [B, 1, H, D]; `rows` is
+    `visible_rows(mask)` when the caller has it for the whole step (else it is worked out here)."""
     import torch
 
     batch, heads, _, dim = query.shape
     kv_heads = key.shape[1]
     q = query.reshape(batch, kv_heads, heads // kv_heads, dim)
     scale = scaling if scaling is not None else dim**-0.5
-    if batch == 1:  # the grouped queries as one short query block: torch's fused (flash) kernel, no [L] scores
-        out = torch.nn.functional.scaled_dot_product_attention(q, key, value, attn_mask=mask, scale=scale)
-        return out.reshape(batch, heads, 1, dim).transpose(1, 2)
+    if query.device.type != "cpu":
+        return _gpu_decode(q, key, value, mask, scale).reshape(batch, heads, 1, dim).transpose(1, 2)
+    rows = rows if rows is not None else visible_rows(mask)
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+    if batch == 1:  # the same call as a row of a batch below, without the slicing
+        keys, row_mask = rows[0]
+        out = sdpa(q, key[:, :, :keys], value[:, :, :keys], attn_mask=row_mask, scale=scale)
+    else:
+        out = torch.cat([sdpa(q[i : i + 1], key[i : i + 1, :, :keys], value[i : i + 1, :, :keys], attn_mask=row_mask,
+                              scale=scale) for i, (keys, row_mask) in enumerate(rows)])  # fmt: skip
+    return out.reshape(batch, heads, 1, dim).transpose(1, 2)
+
+
+def visible_rows(mask) -> list[tuple[int, object]]:
+    """Per sequence of a decode step's bool mask [B, 1, 1, L]: how many keys it reads (up to its last visible one)
+    and its mask over them, None where it sees them all (always so from the slot cache, whose rows are prefixes)."""
+    visible = mask[:, 0, 0]
+    extents = (visible.shape[-1] - visible.flip(-1).int().argmax(-1)).tolist()
+    counts = visible.sum(-1).tolist()
+    return [(keys, None if seen == keys else mask[i : i + 1, :, :, :keys])
+            for i, (keys, seen) in enumerate(zip(extents, counts, strict=True))]  # fmt: skip
+
+
+def _gpu_decode(q, key, value, mask, scale):
+    """Grouped queries [B, Hkv, G, D] on an accelerator: one sequence through the fused kernel, a batch through two
+    matmuls + a masked softmax (one launch each, no per-sequence loop) -> [B, Hkv, G, D]."""
+    import torch
+
+    if q.shape[0] == 1:
+        return torch.nn.functional.scaled_dot_product_attention(q, key, value, attn_mask=mask, scale=scale)
     scores = torch.matmul(q, key.transpose(-1, -2)).mul_(scale)  # [B, Hkv, G, L]
     scores = scores.float().masked_fill_(~mask, float("-inf"))  # mask [B,1,1,L] broadcasts over Hkv, G
     probs = torch.softmax(scores, dim=-1).to(value.dtype)
-    out = torch.matmul(probs, value)  # [B, Hkv, G, D]
-    return out.reshape(batch, heads, 1, dim).transpose(1, 2)
+    return torch.matmul(probs, value)

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from vlserve.engines.transformers_engine.attention import chunk_attention, decode_attention
+from vlserve.engines.transformers_engine.attention import chunk_attention, decode_attention, visible_rows
 
 if TYPE_CHECKING:
     import torch
@@ -53,7 +53,8 @@ def fast_decode_step(language_model: Any) -> DecodeStep | None:
     forward = _forward(language_model)
 
     def step(inputs_embeds, position_ids, mask, cache):
-        return forward(inputs_embeds, position_ids, cache, partial(_decode_attend, mask))
+        rows = visible_rows(mask) if mask.device.type == "cpu" else None  # once per step, not per layer
+        return forward(inputs_embeds, position_ids, cache, partial(_decode_attend, mask, rows))
 
     return step
 
@@ -92,8 +93,8 @@ def _forward(language_model: Any) -> Callable[..., torch.Tensor]:
     return forward
 
 
-def _decode_attend(mask, query, key, value, scaling):
-    return decode_attention(query, key, value, mask, scaling)
+def _decode_attend(mask, rows, query, key, value, scaling):
+    return decode_attention(query, key, value, mask, scaling, rows)
 
 
 def _chunk_mask(queries: int, past: int, device: Any) -> torch.Tensor | None:
