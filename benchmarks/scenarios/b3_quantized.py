@@ -11,10 +11,10 @@ and against llama.cpp on the same architecture (issue #18). One engine at a time
 - B4: aggregate output tok/s of P2's workload (8 concurrent requests, one 1-tile image each), quantized / bf16
   (target ≥ 1.0× each).
 - TTFT of a 13-tile image, quantized / bf16 (target ≤ 1.15×; full profile only).
-- On a CPU without a native bfloat16 product (AVX2 only) every engine here runs with `cpu_gemm float32`
+- On a CPU without a native bfloat16 product (AVX2 only) the launch default `cpu_gemm auto` is `float32`
   (float32_prefill.py): the bf16 baseline's image tiles and prompt chunks (and the quantized variants' image tiles)
-  in float32, as they would be in bf16 on torch's emulated product for minutes per wave (a 1-tile image's first
-  token: 43.5 s, against 9.9 s so).
+  in float32, not on torch's emulated bf16 product for minutes per wave (a 1-tile image's first token: 9.9 s
+  against 43.5 s).
 - AWQ `Int4` on CPU (reported, no target): batch-1 decode tok/s of the full-size 4B-AWQ architecture (the smallest
   AWQ spec; its 3B language model on the int4 kernels), full profile only.
 - B5: vlserve's batch-1 decode against llama.cpp's (`llama-bench` tg, 2 threads) on the language model converted by
@@ -51,11 +51,10 @@ def run(ctx: Context) -> ScenarioResult:
     cfg, model = ctx.config, models.full_size(ctx.work_dir)
     result = ScenarioResult(ID, TITLE, BASELINE)
     decode, batch8, ttft, kernels = {}, {}, {}, {}  # per measure: label -> (its samples, bf16's beside them)
-    gemm = _cpu_gemm()
-    with InProcessEngine(model, "none", **gemm) as bf16:
+    with InProcessEngine(model, "none") as bf16:
         kernels["bf16"] = bf16.info.extra.get("cpu_gemm")
         for label, quantization, options in VARIANTS:
-            with InProcessEngine(model, quantization, **gemm, **options) as engine:
+            with InProcessEngine(model, quantization, **options) as engine:
                 kernels[label] = engine.info.extra.get("quant_kernels") or engine.info.extra.get("cpu_gemm")
                 decode[label] = _paired(cfg, engine, bf16, _decode(cfg))
                 if label not in DECODE_ONLY:
@@ -93,15 +92,6 @@ def run(ctx: Context) -> ScenarioResult:
 
 
 Measure = Callable[[InProcessEngine], float]
-
-
-def _cpu_gemm() -> dict[str, str]:
-    """`cpu_gemm float32` where the CPU has no native bfloat16 product (see the module doc), else the default."""
-    import torch
-
-    from vlserve.engines.transformers_engine import float32_prefill
-
-    return {"cpu_gemm": "float32"} if float32_prefill.available(torch.bfloat16) else {}
 
 
 def _paired(cfg, engine: InProcessEngine, bf16: InProcessEngine, measure: Measure) -> tuple[list[float], list[float]]:

@@ -106,11 +106,12 @@ def test_only_plain_linears_are_replaced():
 
 
 def test_cpu_gemm_picks_a_usable_library_or_says_why_not():
-    expected = "zendnn" if zendnn.available(BF16) else "onednn" if onednn.available(BF16) else "torch"
-    assert cpu_linears.pick(BF16) == expected
+    usable = [name for name, module in (("zendnn", zendnn), ("onednn", onednn), ("float32", float32_prefill))
+              if module.available(BF16)]  # fmt: skip
+    assert cpu_linears.pick(BF16) == (usable + ["torch"])[0]
     assert cpu_linears.pick(torch.float32) == "torch"  # float32 models keep F.linear
     assert cpu_linears.pick(BF16, "torch") == "torch"
-    if float32_prefill.available(BF16):  # by name only, never auto's choice (float32_prefill.py says why)
+    if float32_prefill.available(BF16):
         assert cpu_linears.pick(BF16, "float32") == "float32"
     else:
         with pytest.raises(InvalidRequest, match="cpu_gemm float32 is not usable here"):

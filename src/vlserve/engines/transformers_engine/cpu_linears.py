@@ -1,10 +1,9 @@
 """Which library multiplies a CPU model's 16-bit linear layers, chosen once at load (launch option `cpu_gemm`).
 
-`auto` takes the first that works here: ZenDNN on AMD CPUs (zendnn.py), else oneDNN (onednn.py), else torch's own
-`F.linear`. `float32` (float32_prefill.py: prompt chunks and image tiles in float32 on CPUs that do not multiply
-bfloat16 natively) is chosen by name only, for now (see its module doc). Each library gets q/k/v and gate/up fused
-into one product each first (fused.py) and its weights reordered once. Only plain `nn.Linear` layers are replaced:
-bitsandbytes' and int4 layers keep their kernels.
+`auto` takes the first that works here: ZenDNN on AMD CPUs (zendnn.py), else oneDNN (onednn.py), else on CPUs that
+do not multiply bfloat16 natively `float32` (float32_prefill.py: prompt chunks and image tiles in float32), else
+torch's own `F.linear`. Each library gets q/k/v and gate/up fused into one product each first (fused.py) and its
+weights reordered once. Only plain `nn.Linear` layers are replaced: bitsandbytes' and int4 layers keep their kernels.
 """
 
 from __future__ import annotations
@@ -22,7 +21,6 @@ class _Library(NamedTuple):
     usable: Callable[[torch.dtype], bool]
     layer: Callable[[torch.nn.Linear, int], torch.nn.Module]  # (linear, most rows of a decode step) -> its layer
     needs: str  # what `usable` checks, for the error naming it
-    auto: bool = True  # a candidate of `auto`
 
 
 _LIBRARIES = {  # in `auto`'s order of preference
@@ -31,7 +29,7 @@ _LIBRARIES = {  # in `auto`'s order of preference
     "onednn": _Library(onednn.available, lambda linear, _: onednn.PackedLinear(linear),
                        "torch built with oneDNN and bfloat16"),
     "float32": _Library(float32_prefill.available, float32_prefill.Float32PrefillLinear,
-                        "bfloat16 on a CPU without a native bfloat16 product", auto=False),
+                        "bfloat16 on a CPU without a native bfloat16 product"),
 }  # fmt: skip
 
 
@@ -47,7 +45,7 @@ def prepare(model: torch.nn.Module, library: str, decode_rows: int) -> None:
 def pick(dtype: torch.dtype, choice: str = "auto") -> str:
     """The library for a model of `dtype` given the launch option `cpu_gemm` (a named one must be usable here)."""
     if choice == "auto":
-        return next((name for name, library in _LIBRARIES.items() if library.auto and library.usable(dtype)), "torch")
+        return next((name for name, library in _LIBRARIES.items() if library.usable(dtype)), "torch")
     if choice != "torch" and not _LIBRARIES[choice].usable(dtype):
         raise InvalidRequest(f"cpu_gemm {choice} is not usable here (it needs {_LIBRARIES[choice].needs}); "
                              f"use cpu_gemm auto or torch", param="cpu_gemm")  # fmt: skip

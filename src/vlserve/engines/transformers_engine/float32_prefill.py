@@ -1,13 +1,9 @@
 """bfloat16 linear layers whose prefill-sized products run in float32, on CPUs that do not multiply bfloat16
-natively (no AVX512-BF16, no AMX: e.g. AVX2-only CPUs): launch option `cpu_gemm float32` (cpu_linears.py).
-
-Not yet `cpu_gemm auto`'s choice there: with it as the default, the suite's 8-bit check that a greedy answer is the
-same alone and in a batch of three (tests/engines/test_weight_only.py) diverged at the third token. This layer runs
-only in the prefill there (image tiles, 1,025 rows; decode steps stay bf16, and the same request alone and again,
-from the prefix cache, agree): the changed image features met a near-tie that exposes a batch dependence elsewhere.
-Its cause: attention.decode_attention gives a single sequence torch's fused SDPA kernel and a batch matmuls with the
-probabilities rounded to bf16, so a bf16 row's attention output differs in the last bits alone and in a batch (543
-of 896 values on a 1B-shaped probe). Once that path is batch-invariant, this can become `auto`'s choice.
+natively (no AVX512-BF16, no AMX: e.g. AVX2-only CPUs): launch option `cpu_gemm float32` (cpu_linears.py), and
+`cpu_gemm auto`'s choice there where neither ZenDNN nor oneDNN runs. It became so once decode attention gave a
+sequence the same bits alone and in any batch (attention.py): before, the suite's 8-bit check that a greedy answer is
+the same alone and in a batch of three (tests/engines/test_weight_only.py) diverged at the third token with this
+layer on, its changed image features meeting a near-tie that the batch-dependent attention tipped.
 
 Why: without native bfloat16, torch's bfloat16 matrix product is emulated element by element. Measured on a 2-core
 AVX2-only AMD EPYC, the full-size 1B's 24 decoder layers at 128 rows (one prompt chunk) take 4.4 s in bfloat16;

@@ -46,9 +46,9 @@ class EngineOptions(LaunchOptionsBase):
     num_threads: Annotated[int | None, _whole(1)] = Field(None, description="torch threads on CPU; unset: torch's.")
     cpu_gemm: CpuGemm = Field(
         "auto", description="Library for 16-bit linears on CPU (cpu_linears.py). auto: ZenDNN on AMD CPUs, else "
-        "oneDNN, else torch's F.linear. float32 (by name; for a CPU without native bfloat16, e.g. AVX2 only, where "
-        "torch emulates the bf16 product): products of more rows than a decode step and at least 16 (prompt chunks, "
-        "image tiles) in float32, decode steps in bfloat16; a 1-tile image's first token ~4x sooner.")
+        "oneDNN, else float32 on a CPU without native bfloat16 (e.g. AVX2 only, where torch emulates the bf16 "
+        "product), else torch's F.linear. float32: products of more rows than a decode step and at least 16 "
+        "(prompt chunks, image tiles) in float32, decode steps in bfloat16; a 1-tile image's first token ~4x sooner.")
     cpu_quant: CpuQuant = Field(
         "auto", description="Kernels of 8-bit/4-bit on CPU, quantized at load (weight_only.py): auto (vlserve's "
         "int8 x int8 and int4 x int8 kernels, activations quantized to int8 per group, on CPUs with AVX512-VNNI "
