@@ -5,9 +5,10 @@ attention by reshaping the queries onto their KV heads, so K/V are never repeate
 SDPA path copies them `heads/kv_heads` times whenever a mask is given). On CPU every sequence's grouped queries go
 to torch's fused SDPA kernel over its own keys only, one call per sequence, so a sequence's output has the same
 bits alone or in any batch (batched matmuls + softmax did not: bf16 rounds the probabilities, and the kernels
-differ). Measured on an AVX2-only 2-core EPYC, 1B shapes, bf16, per layer: B=1 the same (39-46 µs at a context of
-70, 96-97 at 600); B=8 316 µs at 70 and 577 at 600 against 850 and 5,900 for the batched matmuls, which run on
-emulated bf16 there (on an AVX512-bf16 machine they took 244 µs at 600). On an accelerator one sequence uses the
+differ). Measured on an AVX2-only 2-core EPYC, 1B shapes, bf16, per layer: B=1 as before (31-33 µs at a context
+of 70, 68-100 at 600, within run-to-run noise); B=8 195-316 µs at 70 and 564-577 at 600 against 591-850 and
+5,373-5,900 for the batched matmuls, which run on emulated bf16 there (on an AVX512-bf16 machine they took 244 µs
+at 600). On an accelerator one sequence uses the
 fused kernel and a batch the matmuls, one launch each.
 
 On CPU, prefill chunks that continue a cached prefix (several queries, a mask) give SDPA the K/V heads as they are
